@@ -55,3 +55,12 @@ def test_pretrain_save_load_round_trip_and_resume(tmp_path):
     assert [h['epoch'] for h in hist] == [0, 1] and hist[1]['train_loss'] < hist[0]['train_loss'] + 1.0
     sd_full, sd_part = full.model.state_dict(), create_backbone(f'local-dir:{tmp_path/"part"/"model"}', device='cpu').model.state_dict()
     for k in sd_full: torch.testing.assert_close(sd_full[k].cpu(), sd_part[k].cpu(), rtol=0, atol=0)
+
+def test_pretrain_cli(tmp_path):
+    world = make_corpus(tmp_path/'world', n=16)
+    r = subprocess.run(['czsl-pretrain', '--world', str(world), '--out', str(tmp_path/'run'), '--model-name', 'czsl-vit-micro',
+                        '--epochs', '1', '--batch-size', '8'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path/'run'/'model'/'open_clip_config.json').exists() and 'local-dir:' in r.stdout
+    r = subprocess.run(['czsl-pretrain', '--world', str(tmp_path/'nope'), '--out', str(tmp_path/'run2')], capture_output=True, text=True)
+    assert r.returncode == 2 and 'world folder not found' in r.stderr and not (tmp_path/'run2').exists()

@@ -6,7 +6,7 @@ NBS = Path(__file__).resolve().parents[1]/'nbs'
 NOTEBOOKS = sorted(p.name for p in NBS.glob('*.ipynb'))
 
 def test_there_are_chapters():
-    assert {'00_core.ipynb', '03_train.ipynb', '05_backbones.ipynb'} <= set(NOTEBOOKS)
+    assert {'00_core.ipynb', '01_data.ipynb', '02_synthetic.ipynb', '03_train.ipynb', '04_metrics.ipynb', '05_backbones.ipynb', '90_demo.ipynb'} <= set(NOTEBOOKS)
 
 @pytest.mark.parametrize('nb', NOTEBOOKS)
 def test_notebook(nb):
