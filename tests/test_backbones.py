@@ -64,3 +64,11 @@ def test_pretrain_cli(tmp_path):
     assert (tmp_path/'run'/'model'/'open_clip_config.json').exists() and 'local-dir:' in r.stdout
     r = subprocess.run(['czsl-pretrain', '--world', str(tmp_path/'nope'), '--out', str(tmp_path/'run2')], capture_output=True, text=True)
     assert r.returncode == 2 and 'world folder not found' in r.stderr and not (tmp_path/'run2').exists()
+
+def test_corrupt_checkpoint_on_resume_is_named(tmp_path):
+    "A resume from an unreadable last.pt fails with an error naming the file, and leaves the file as it was."
+    world = make_corpus(tmp_path/'world', n=8)
+    ck = tmp_path/'run'/'checkpoints'/'last.pt'; ck.parent.mkdir(parents=True); ck.write_bytes(b'not a checkpoint')
+    with pytest.raises(RuntimeError, match='last.pt is unreadable'):
+        pretrain_clip(world, tmp_path/'run', model_name='czsl-vit-micro', epochs=1, batch_size=4, device='cpu', progress=False)
+    assert ck.read_bytes() == b'not a checkpoint'
