@@ -288,16 +288,22 @@ class EarlyStoppingCB(Callback):
     "End the fit when `monitor` has not improved for `patience` epochs."
     order = 40
     def __init__(self, monitor, patience=3, mode='max'): self.monitor, self.patience, self.mode = monitor, patience, mode
-    def before_fit(self): self.best, self.wait = None, 0
+    def before_fit(self):
+        self.best, self.wait = None, 0
+        for r in self.learn.history: self._update(r.get(self.monitor))        # a resumed run replays its history
+    def before_epoch(self):
+        if self.learn.training and self.wait >= self.patience: raise CancelFitException()   # it had stopped before the kill
+    def _update(self, v):
+        if v is None: return
+        if _better(v, self.best, self.mode): self.best, self.wait = v, 0
+        else: self.wait += 1
     def after_train_valid(self):
         v = self.learn.record.get(self.monitor)
         if v is None: return
-        if _better(v, self.best, self.mode): self.best, self.wait = v, 0
-        else:
-            self.wait += 1
-            if self.wait >= self.patience:
-                print(f'early stop at epoch {self.learn.epoch}: {self.monitor} has not improved for {self.patience} epochs (best {self.best:.4f})')
-                self.learn.history.append(self.learn.record); raise CancelFitException()
+        self._update(v)
+        if self.wait >= self.patience:
+            print(f'early stop at epoch {self.learn.epoch}: {self.monitor} has not improved for {self.patience} epochs (best {self.best:.4f})')
+            self.learn.history.append(self.learn.record); raise CancelFitException()
 
 # %% ../nbs/03_train.ipynb #6456b727
 def default_cbs(run_dir=None, monitor=None, mode='max', resume=True, parameters=None, progress=True, nonfinite='raise'):
