@@ -32,37 +32,54 @@ def run_experiment(notebook, run_dir, parameters, progress=True):
     return json.loads(m.read_text())
 
 # %% ../nbs/90_demo.ipynb #743d5ea1
-def run_demo(out='demo_out', size='default', seed=0, pretrain=None, progress=True):
-    "Generate the world, pretrain (or load) the small CLIP, run the zero-shot experiment; returns the summary."
+def run_demo(out='demo_out', size='default', seed=0, pretrain=None, seeds=(0, 1, 2), epochs=10, progress=True):
+    "Generate the world, pretrain (or load) the small CLIP, run the zero-shot and ClusPro experiments; returns the summary."
     out = Path(out); out.mkdir(parents=True, exist_ok=True); times = {}
     hp = {**PRETRAIN_DEFAULTS, **(pretrain or {})}
     t = time.time(); world = world_path(size=size, seed=seed); times['world_s'] = round(time.time() - t, 1)
     print(f'world: {world} ({times["world_s"]} s)')
     t = time.time(); bb = pretrained_backbone(world, progress=progress, **hp); times['pretrain_s'] = round(time.time() - t, 1)
     print(f'backbone: {bb.name} ({times["pretrain_s"]} s)')
+    base = dict(dataset='synthetic', world_size=size, world_seed=seed, pretrain=hp)
     t = time.time()
-    metrics = run_experiment(experiments_dir()/'00_zero_shot.ipynb', out/'zero_shot',
-                             dict(dataset='synthetic', world_size=size, world_seed=seed, pretrain=hp), progress=progress)
-    times['experiment_s'] = round(time.time() - t, 1)
-    summary = dict(world=str(world), backbone=bb.name, times=times, metrics=metrics, executed=str(out/'zero_shot'/'executed.ipynb'))
+    metrics = run_experiment(experiments_dir()/'00_zero_shot.ipynb', out/'zero_shot', base, progress=progress)
+    times['experiment_s'] = round(time.time() - t, 1); t = time.time()
+    cluspro = run_experiment(experiments_dir()/'01_cluspro.ipynb', out/'cluspro',
+                             dict(base, seeds=list(seeds), epochs=epochs, progress=progress), progress=progress)
+    times['cluspro_s'] = round(time.time() - t, 1)
+    summary = dict(world=str(world), backbone=bb.name, times=times, metrics=metrics, executed=str(out/'zero_shot'/'executed.ipynb'),
+                   cluspro=dict(rows=cluspro['rows'], tables=cluspro['tables'], expectations=cluspro['expectations'], executed=str(out/'cluspro'/'executed.ipynb')))
     atomic_write_json(out/'demo_summary.json', summary)
     return summary
 
 # %% ../nbs/90_demo.ipynb #2bb47b99
+def _table_lines(tables, rows):
+    "The closed- and open-world numbers of each method in table order, one line each."
+    for name, tab in tables.items():
+        yield f'test, {name}:'
+        for label in rows:
+            r = tab[label]
+            yield f"  {label:28s} AUC {r['AUC']:.3f} ± {r['AUC_std']:.3f}  HM {r['HM']:.3f}  S {r['S']:.3f}  U {r['U']:.3f}  attr {r['attr']:.3f}  obj {r['obj']:.3f}"
+
 def demo_cli(argv=None):
     "Console script `czsl-demo` (returns None: console scripts exit with what their function returns)."
     p = argparse.ArgumentParser('czsl-demo', description='Run the czsl_workbench demo end to end, offline.')
-    p.add_argument('--out', default='demo_out', help='folder for the executed notebook, metrics and summary')
+    p.add_argument('--out', default='demo_out', help='folder for the executed notebooks, metrics and summary')
     p.add_argument('--size', default='default', choices=['tiny', 'small', 'default'], help='size of the embedded world')
     p.add_argument('--seed', type=int, default=0, help='world seed')
     p.add_argument('--pretrain-epochs', type=int, default=None, help='override the pretraining epochs')
     p.add_argument('--model', default=None, help='override the small CLIP config (e.g. czsl-vit-micro for a smoke run)')
+    p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2], help='training seeds of the ClusPro experiment')
+    p.add_argument('--epochs', type=int, default=10, help='training epochs of the ClusPro experiment')
     a = p.parse_args(argv)
     pre = {k: v for k, v in dict(epochs=a.pretrain_epochs, model_name=a.model).items() if v is not None}
-    t = time.time(); s = run_demo(a.out, a.size, a.seed, pre)
+    t = time.time(); s = run_demo(a.out, a.size, a.seed, pre, seeds=a.seeds, epochs=a.epochs)
     m = s['metrics']
     g = lambda k: m.get(k, float('nan'))
     print(f"\nzero-shot on the test split ({m.get('n_eval_pairs', '?')} pairs): best seen S {g('best_seen'):.3f}, "
           f"best unseen U {g('best_unseen'):.3f} (chance {g('chance_unseen'):.3f}), HM {g('best_hm'):.3f}, AUC {g('AUC'):.3f}; "
           f"unbiased closed-world seen {g('closed_seen_acc'):.3f}, unseen {g('closed_unseen_acc'):.3f} (chance {g('chance'):.3f})")
-    print(f"executed notebook: {s['executed']}\ndemo finished in {time.time() - t:.0f} s")
+    print(f"\nClusPro experiment ({len(a.seeds)} seed(s), mean ± std):")
+    print(*_table_lines(s['cluspro']['tables'], s['cluspro']['rows']), sep='\n')
+    for name, e in s['cluspro']['expectations'].items(): print(f"{'HOLDS' if e['holds'] else 'FAILS'}: {name}: {e['detail']}")
+    print(f"executed notebooks: {s['executed']}, {s['cluspro']['executed']}\ndemo finished in {time.time() - t:.0f} s")

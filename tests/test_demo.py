@@ -8,7 +8,7 @@ EXP = Path(__file__).resolve().parents[1]/'nbs'/'experiments'
 def test_demo_cli_smoke(tmp_path):
     "czsl-demo runs world -> pretraining -> executed experiment notebook -> metrics, offline."
     r = subprocess.run(['czsl-demo', '--out', str(tmp_path/'demo'), '--size', 'tiny', '--model', 'czsl-vit-micro',
-                        '--pretrain-epochs', '1'], capture_output=True, text=True, env={**os.environ, 'HF_HUB_OFFLINE': '1'}, timeout=900)
+                        '--pretrain-epochs', '1', '--seeds', '0', '--epochs', '1'], capture_output=True, text=True, env={**os.environ, 'HF_HUB_OFFLINE': '1'}, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     run = tmp_path/'demo'/'zero_shot'
     m = json.loads((run/'metrics.json').read_text())
@@ -16,8 +16,13 @@ def test_demo_cli_smoke(tmp_path):
         assert 0 <= m[k] <= 1, (k, m[k])
     assert json.loads((run/'parameters.json').read_text())['pretrain']['model_name'] == 'czsl-vit-micro'
     s = json.loads((tmp_path/'demo'/'demo_summary.json').read_text())
-    assert set(s['times']) == {'world_s', 'pretrain_s', 'experiment_s'} and (run/'executed.ipynb').exists()
-    assert 'executed notebook:' in r.stdout and 'zero-shot on the test split' in r.stdout
+    assert set(s['times']) == {'world_s', 'pretrain_s', 'experiment_s', 'cluspro_s'} and (run/'executed.ipynb').exists()
+    assert 'executed notebooks:' in r.stdout and 'zero-shot on the test split' in r.stdout
+    cp = json.loads((tmp_path/'demo'/'cluspro'/'metrics.json').read_text())
+    assert cp['rows'] == ['CLIP zero-shot', 'CSP', 'ClusPro', 'ClusPro w/o PCL', 'ClusPro w/o PDL',
+                                                  'ClusPro K=1', 'ClusPro w/o proto. losses']
+    assert set(cp['tables']['closed world']) == set(cp['rows']) and set(cp['tables']) == {'closed world', 'open world'} and 'ClusPro' in cp['prototype_quality']
+    assert 'ClusPro w/o proto. losses' in r.stdout and ('HOLDS' in r.stdout or 'FAILS' in r.stdout)
 
 def test_zero_shot_notebook_bad_dataset_path(tmp_path):
     "A wrong dataset root fails in the notebook with an error naming the path, and writes no metrics.json."
