@@ -154,11 +154,11 @@ def assign(self: PrototypeBank, feats, labels):
     "Each sample's prototype among its own primitive's K: `(local [B], plan [B, K])`."
     labels, ok = self._labels(labels), _finite_rows(feats)                          # [B], [B]
     f = F.normalize(feats.to(self.prototypes.dtype).nan_to_num(0., 0., 0.), dim=-1) # [B, D]
-    scores = torch.einsum('bd,bkd->bk', f, self.prototypes[labels])                 # [B, K]
+    scores = torch.einsum('bd,bkd->bk', f, self.prototypes.index_select(0, labels))   # [B, K]
     if self.solver == 'argmax': plan = F.one_hot(scores.argmax(-1), self.K).to(scores.dtype) * ok[:, None]
     else:
         sc, mask, _, pos = group_by_label(scores, labels)                           # [G, M, K]
-        mask = mask & group_by_label(ok, labels)[0]
+        mask.view(-1)[pos] = ok                                                     # non-finite rows take no part
         if self.solver == 'sinkhorn': Q = sinkhorn(sc, mask, **self.solver_kw)
         else: Q = csot(sc, group_by_label(f, labels)[0], mask, **self.solver_kw)
         plan = Q.flatten(0, 1)[pos]                                                 # [B, K]
@@ -170,13 +170,15 @@ def assign(self: PrototypeBank, feats, labels):
 def update(self: PrototypeBank, feats, labels, local):
     "Move every assigned prototype towards the normalised sum of its samples by momentum `mu`; add to `counts`."
     labels, local, ok = self._labels(labels), torch.as_tensor(local, device=self.prototypes.device).long(), _finite_rows(feats)
-    if not ok.all(): warnings.warn(f"{int((~ok).sum())} of {len(ok)} feature rows are not finite; dropped from the prototype update")
-    f = F.normalize(feats[ok].to(self.prototypes.dtype), dim=-1)                   # [B', D]
-    idx = self.global_index(labels[ok], local[ok])                                  # [B']
+    if not ok.all():
+        warnings.warn(f"{int((~ok).sum())} of {len(ok)} feature rows are not finite; dropped from the prototype update")
+        feats, labels, local = feats[ok], labels[ok], local[ok]
+    f = F.normalize(feats.to(self.prototypes.dtype), dim=-1)                       # [B', D]
+    idx = self.global_index(labels, local)                                          # [B']
     sums = torch.zeros_like(self.flat()).index_add_(0, idx, f)                      # [n*K, D]
     cnt = torch.zeros(self.n * self.K, dtype=f.dtype, device=f.device).index_add_(0, idx, torch.ones_like(f[:, 0]))   # [n*K]
-    hit, C = cnt > 0, self.flat()
-    C[hit] = F.normalize(self.mu * C[hit] + (1 - self.mu) * F.normalize(sums[hit], dim=-1), dim=-1)
+    C = self.flat()                                                                 # no boolean indexing: one pass over all rows
+    C.copy_(torch.where((cnt > 0)[:, None], F.normalize(self.mu * C + (1 - self.mu) * F.normalize(sums, dim=-1), dim=-1), C))
     self.counts.view(-1).add_(cnt)
     return self
 
