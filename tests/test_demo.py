@@ -16,8 +16,15 @@ def test_demo_cli_smoke(tmp_path):
         assert 0 <= m[k] <= 1, (k, m[k])
     assert json.loads((run/'parameters.json').read_text())['pretrain']['model_name'] == 'czsl-vit-micro'
     s = json.loads((tmp_path/'demo'/'demo_summary.json').read_text())
-    assert set(s['times']) == {'world_s', 'pretrain_s', 'experiment_s', 'cluspro_s'} and (run/'executed.ipynb').exists()
+    assert set(s['times']) == {'world_s', 'pretrain_s', 'experiment_s', 'cluspro_s', 'docs_s'} and (run/'executed.ipynb').exists()
     assert 'executed notebooks:' in r.stdout and 'zero-shot on the test split' in r.stdout
+    assert json.loads((run/'run.json').read_text())['state'] == 'done'                  # run by the experiment runner
+    # the demo ends with the documentation site: the book and both executed experiment notebooks, linked from the index
+    site = Path(s['docs']); assert site == tmp_path/'demo'/'site'/'index.html' and site.is_file()
+    assert f'file://{site}' in r.stdout
+    index = site.read_text()
+    assert 'zero_shot' in index and 'cluspro' in index and '01_cluspro' in index
+    assert len(list(site.parent.rglob('*.html'))) >= 20
     cp = json.loads((tmp_path/'demo'/'cluspro'/'metrics.json').read_text())
     assert cp['rows'] == ['CLIP zero-shot', 'CSP', 'ClusPro', 'ClusPro w/o PCL', 'ClusPro w/o PDL',
                                                   'ClusPro K=1', 'ClusPro w/o proto. losses']
