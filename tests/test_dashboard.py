@@ -2,6 +2,7 @@
 it must, bad run directories fail with the path, failures stay in the widget; the exploration notebook runs on a run."""
 import shutil
 from pathlib import Path
+import json
 import numpy as np, papermill as pm, pytest, torch
 from plotly.callbacks import Points
 import czsl_workbench.dashboard as dashboard
@@ -220,7 +221,10 @@ def test_exploration_notebook_on_a_run(run, tmp_path):
     assert sum('image/png' in o.get('data', {}) for o in outputs) >= 2
     text = ''.join(o.get('text', '') for o in outputs) + ''.join(str(o.get('data', {}).get('text/plain', '')) for o in outputs)
     assert 'star' in text and str(run) in text
-    assert sorted(p.name for p in (tmp_path/'figs').iterdir()) == ['overview_obj_e001.png', 'star_obj_e001.png']
+    assert sorted(p.name for p in (tmp_path/'figs').iterdir()) == ['metrics.json', 'overview_obj_e001.png', 'star_obj_e001.png']
+    m = json.loads((tmp_path/'figs'/'metrics.json').read_text())                      # what a sweep over runs collects
+    assert (m['kind'], m['primitive'], m['epoch'], m['run_dir']) == ('obj', 'star', 1, str(run))
+    assert set(m['separation']) == {'within', 'between'} and -1 <= m['separation']['between'] <= 1
     assert any('application/vnd.jupyter.widget-view+json' in o.get('data', {}) for o in outputs)      # the live dashboard
 
 def test_exploration_notebook_headless_record_is_small(run, tmp_path):
