@@ -156,3 +156,23 @@ def test_sweep_of_the_zero_shot_experiment(tmp_path):
     # open world scores every attribute-object pair: more candidates, never a higher best unseen accuracy
     for tpl in ('a-photo-of-attr-obj', 'attr-obj'):
         assert m[f'template={tpl}_open_world=True']['best_unseen'] <= m[f'template={tpl}_open_world=False']['best_unseen'] + 1e-9
+
+def test_ctrl_c_marks_unfinished_runs_failed(toy, tmp_path):
+    "SIGINT to czsl-run: exit 130, the unfinished runs marked failed as interrupted (no metrics.json), sweep.json says so."
+    out = tmp_path/'int'
+    args = [toy, '--out', out, '--grid', 'K=1,2', '-p', 'sleep', '60', '--workers', '2']
+    # a terminal delivers Ctrl-C as SIGINT; a test run from a background job inherits SIGINT ignored, so restore Python's handler
+    cli_int = [sys.executable, '-c', 'import signal; signal.signal(signal.SIGINT, signal.default_int_handler); '
+                                     'from czsl_workbench.experiments import run_cli; run_cli()']
+    p = subprocess.Popen([*cli_int, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.time() + 120
+    while time.time() < end and not all((out/f'K={k}_sleep=60.0'/'run.json').is_file() for k in (1, 2)): time.sleep(0.3)
+    time.sleep(3)                                                                         # both kernels are executing
+    p.send_signal(signal.SIGINT); _, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and 'interrupted: 2 run(s) did not finish' in err, err[-2000:]
+    for k in (1, 2):
+        d = out/f'K={k}_sleep=60.0'
+        info = read(d/'run.json')
+        assert info['state'] == 'failed' and info['error'].startswith('interrupted') and not (d/'metrics.json').exists(), info
+        assert not is_finished(d, info['parameters'])                                     # the same command runs it again
+    assert 'interrupted' in read(out/'sweep.json')
