@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from fastcore.basics import patch
 from .core import atomic_torch_save
+from .data import open_rgb
 from .prototypes import list_snapshots, load_snapshot, cluster_quality
 
 # %% auto #0
@@ -179,9 +180,8 @@ def prototype_separation(snap, kind):
 def thumbnail(path, size=128):
     "PNG bytes of the image at `path`, scaled so that its longer side is `size` pixels."
     from PIL import Image
-    with Image.open(path) as im:
-        s = size / max(im.size)
-        im = im.convert('RGB').resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.NEAREST if s > 1 else Image.LANCZOS)
+    im = open_rgb(path); s = size / max(im.size)
+    im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.NEAREST if s > 1 else Image.LANCZOS)
     buf = io.BytesIO(); im.save(buf, format='PNG'); return buf.getvalue()
 
 # %% ../nbs/30_dashboard.ipynb #3ab61026
@@ -483,7 +483,7 @@ def select_point(self: PrototypeDashboard, i):
     info = (f"<b>{html.escape(pair)}</b><br>{snap['split'][j]}, {'seen' if snap['seen'][j] else 'unseen'} pair<br>"
             f"prototype p{int(snap[f'{k}_assign'][j])}{mode}<br><span style='font-size:11px'>{html.escape(Path(path).name)}</span>")
     try: self._show_image(thumbnail(path), info)
-    except OSError as e: self._show_image(b'', info + '<br>' + _red(f'cannot open {path}: {e}'))
+    except (OSError, ValueError) as e: self._show_image(b'', info + '<br>' + _red(str(e)))     # missing or undecodable: named
     return j
 
 @patch

@@ -11,11 +11,12 @@ import nbformat
 import pandas as pd
 from .core import atomic_write, atomic_write_json
 from .results import collect_results, headline_metrics, METRIC_PREFIX
+from .experiments import nbs_dir
 
 # %% auto #0
 __all__ = ['MARKER', 'SECTIONS', 'DocsError', 'DocsWarning', 'cell_directives', 'is_hidden', 'skips_execution',
            'display_notebook', 'notebook_title', 'execute_notebook', 'runs_table', 'executed_runs', 'collect_pages',
-           'href_between', 'page_nav', 'index_html', 'default_nbs', 'docs_manifest', 'build_docs', 'docs_cli']
+           'href_between', 'page_nav', 'index_html', 'docs_manifest', 'build_docs', 'docs_cli']
 
 # %% ../nbs/42_docs.ipynb #6fcb7746
 MARKER = '.czsl-docs'                                      # written last into every site: marks a folder as ours to replace
@@ -240,11 +241,6 @@ def index_html(site_title, pages, intro=None) -> str:
 # %% ../nbs/42_docs.ipynb #2c55d3fd
 _NAV_SLOT = '<!--czsl-docs-nav-->'
 
-def default_nbs() -> Path:
-    "The `nbs/` folder beside the installed package (an editable install or a checkout)."
-    import czsl_workbench
-    return Path(czsl_workbench.__file__).resolve().parents[1]/'nbs'
-
 def _check_paths(out: Path, nbs: Path, runs: list):
     "Refuse an `out` whose replacement could delete notebooks, runs or someone else's files."
     if out == nbs or nbs in out.parents: raise DocsError(f'output folder {out} is inside the notebooks folder {nbs}: choose a folder outside it')
@@ -301,7 +297,7 @@ def build_docs(out, nbs=None, runs=(), execute=False, title=None, progress=True)
     "Render the chapters, experiments, benchmarks and executed runs to a static site in `out`; returns `out/index.html`."
     from nbconvert import HTMLExporter
     from tqdm.auto import tqdm
-    nbs = Path(nbs).expanduser().resolve() if nbs is not None else default_nbs()
+    nbs = Path(nbs).expanduser().resolve() if nbs is not None else nbs_dir()
     if not nbs.is_dir(): raise DocsError(f'notebooks folder {nbs} not found: pass nbs= (--nbs) the nbs/ folder of a checkout')
     runs = [runs] if isinstance(runs, (str, os.PathLike)) else list(runs)
     runs = [Path(r).expanduser().resolve() for r in runs]

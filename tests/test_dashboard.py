@@ -150,6 +150,13 @@ def test_missing_image_is_a_caption_not_an_error(run, tmp_path):
     d = PrototypeDashboard.from_run(tmp_path/'r'); d.select_point(0)
     assert d.thumb.value == b'' and 'gone.png' in d.caption.value
 
+def test_undecodable_image_is_a_caption_not_an_error(run, tmp_path):
+    (tmp_path/'bad.png').write_bytes(b'not a png')
+    s = load_snapshot(list_snapshots(run)[-1]); s['image'] = [str(tmp_path/'bad.png')] * len(s['image'])
+    save_snapshot(tmp_path/'r', 1, s)
+    d = PrototypeDashboard.from_run(tmp_path/'r'); d.select_point(0)
+    assert d.thumb.value == b'' and 'cannot decode image' in d.caption.value and 'bad.png' in d.caption.value
+
 @pytest.mark.parametrize('case', ['missing', 'empty', 'truncated', 'garbage', 'not a snapshot', 'wrong keys'])
 def test_bad_run_directory(run, tmp_path, case):
     bad = tmp_path/'bad_run'; snaps = bad/'snapshots'

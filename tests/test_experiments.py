@@ -176,3 +176,19 @@ def test_ctrl_c_marks_unfinished_runs_failed(toy, tmp_path):
         assert info['state'] == 'failed' and info['error'].startswith('interrupted') and not (d/'metrics.json').exists(), info
         assert not is_finished(d, info['parameters'])                                     # the same command runs it again
     assert 'interrupted' in read(out/'sweep.json')
+
+def test_bad_notebooks_and_options_fail_before_anything_runs(toy, tmp_path):
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('a = 1')])
+    nbformat.write(nb, tmp_path/'untagged.ipynb')
+    with pytest.raises(ParameterError, match="untagged.ipynb has no cell tagged 'parameters'"): plan_sweep(tmp_path/'untagged.ipynb')
+    nb.cells[0].source, nb.cells[0].metadata['tags'] = 'a = (', ['parameters']
+    nbformat.write(nb, tmp_path/'syntax.ipynb')
+    with pytest.raises(ParameterError, match='parameters cell of .*syntax.ipynb is not valid Python'): plan_sweep(tmp_path/'syntax.ipynb')
+    (tmp_path/'corrupt.ipynb').write_text('{not json')
+    with pytest.raises(ParameterError, match='corrupt.ipynb is not a readable notebook'): plan_sweep(tmp_path/'corrupt.ipynb')
+    with pytest.raises(ParameterError, match="grid values of 'K' must be a non-empty list"): plan_sweep(toy, grid={'K': 3})
+    (tmp_path/'afile').write_text('x')
+    with pytest.raises(ParameterError, match='is a file, not a folder'): sweep(toy, tmp_path/'afile', progress=False)
+    with pytest.raises(ParameterError, match='workers must be at least 1; got 0'): sweep(toy, tmp_path/'w', workers=0, progress=False)
+    assert not (tmp_path/'w').exists()
