@@ -4,7 +4,7 @@
 
 # %% ../nbs/30_dashboard.ipynb #3153f05c
 from __future__ import annotations
-import html, io, json, math, time, warnings, zipfile
+import html, io, math, time, warnings, zipfile
 from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,29 +17,26 @@ from plotly.colors import qualitative
 from fastcore.basics import patch
 from .core import atomic_torch_save
 from .data import open_rgb
-from .prototypes import list_snapshots, load_snapshot, cluster_quality
+from .metrics import cluster_quality
+from .runs import RunDir, RunDirError, load_snapshot, DASHBOARD_CACHE
 
 # %% auto #0
-__all__ = ['KINDS', 'SNAPSHOT_KEYS', 'PALETTE', 'COLOUR_BY', 'MAX_BACKGROUND', 'RunDirError', 'RunSnapshots', 'cosine_knn',
-           'projection_path', 'projection_points', 'umap_projection', 'partner', 'primitive_samples', 'colour_options',
-           'colour_labels', 'category_colours', 'prototype_similarity', 'primitive_quality', 'prototype_separation',
-           'thumbnail', 'PrototypeDashboard']
+__all__ = ['KINDS', 'PALETTE', 'COLOUR_BY', 'MAX_BACKGROUND', 'RunSnapshots', 'cosine_knn', 'projection_path',
+           'projection_points', 'umap_projection', 'partner', 'primitive_samples', 'colour_options', 'colour_labels',
+           'category_colours', 'prototype_similarity', 'primitive_quality', 'prototype_separation', 'thumbnail',
+           'PrototypeDashboard']
 
 # %% ../nbs/30_dashboard.ipynb #ffb38f90
-class RunDirError(ValueError):
-    "A run directory the dashboard cannot read; the message names the path."
-
 KINDS = {'attr': 'attribute', 'obj': 'object'}
-SNAPSHOT_KEYS = ('attrs', 'objs', 'pairs', 'split', 'image', 'seen', 'pair_idx') + tuple(
-    f'{k}_{f}' for k in KINDS for f in ('prototypes', 'counts', 'emb', 'idx', 'assign'))
 
 # %% ../nbs/30_dashboard.ipynb #19683d31
 class RunSnapshots:
     "The prototype snapshots of a run directory: checked on open, loaded on demand, the last `keep` held in memory."
     def __init__(self, run_dir, keep=4):
-        self.run_dir, self.keep, self._mem = Path(run_dir), keep, OrderedDict()
+        self.run, self.keep, self._mem = RunDir(run_dir), keep, OrderedDict()
+        self.run_dir = self.run.path
         if not self.run_dir.is_dir(): raise RunDirError(f"run directory {self.run_dir} does not exist or is not a directory")
-        self.paths = {int(p.stem[6:]): p for p in list_snapshots(self.run_dir)}   # epoch -> file, in epoch order
+        self.paths = self.run.snapshots()                                        # epoch -> file, in epoch order
         if not self.paths: raise RunDirError(f"run directory {self.run_dir} has no snapshots/epoch_NNN.pt "
                                              "(only methods with prototypes, e.g. ClusPro, write them)")
         for p in self.paths.values():
@@ -49,9 +46,8 @@ class RunSnapshots:
     def epochs(self): return list(self.paths)
     @property
     def parameters(self):
-        "The run's `parameters.json` ({} when missing)."
-        p = self.run_dir/'parameters.json'
-        return json.loads(p.read_text()) if p.is_file() else {}
+        "The run's parameters ({} when `parameters.json` is missing)."
+        return self.run.read_parameters(missing_ok=True)
     def __len__(self): return len(self.paths)
     def __repr__(self): return f"RunSnapshots('{self.run_dir}', epochs={self.epochs})"
 
@@ -59,12 +55,7 @@ class RunSnapshots:
         "The snapshot dict of `epoch`, read once (the least recently used is dropped beyond `keep`)."
         if epoch not in self.paths: raise KeyError(f"no snapshot of epoch {epoch} in {self.run_dir}; epochs: {self.epochs}")
         if epoch in self._mem: self._mem.move_to_end(epoch); return self._mem[epoch]
-        p = self.paths[epoch]
-        try: snap = load_snapshot(p)
-        except (OSError, RuntimeError) as e: raise RunDirError(str(e)) from e
-        missing = [k for k in SNAPSHOT_KEYS if k not in snap]
-        if missing: raise RunDirError(f"snapshot {p} lacks {', '.join(missing)}: not written by PrototypeSnapshotCB")
-        self._mem[epoch] = snap
+        self._mem[epoch] = snap = load_snapshot(self.paths[epoch])                # RunDirError naming the file if it is not one
         while len(self._mem) > self.keep: self._mem.popitem(last=False)
         return snap
 
@@ -93,7 +84,7 @@ def _umap_fit(X, n_neighbors, min_dist, random_state):
 def projection_path(run_dir, epoch, kind, n_neighbors=15, min_dist=0.1, random_state=0):
     "Where the UMAP of (`epoch`, `kind`, `n_neighbors`, `min_dist`) of a run is cached."
     name = f'umap_e{int(epoch):03d}_{kind}_nn{int(n_neighbors)}_md{round(float(min_dist), 3):g}_rs{random_state}.pt'
-    return Path(run_dir)/'dashboard_cache'/name
+    return Path(run_dir)/DASHBOARD_CACHE/name
 
 def projection_points(snap, kind):
     "Unit-norm sample embeddings, then all prototypes of `kind`: [S + n*K, D]."

@@ -20,7 +20,8 @@ from .core import cache_dir, atomic_torch_save, stable_hash
 __all__ = ['PHASES', 'CLIP_MEAN', 'CLIP_STD', 'DatasetError', 'MissingDataError', 'make_czsl_fixture', 'read_pairs', 'SplitVocab',
            'parse_split', 'open_world_pairs', 'load_metadata', 'phase_entries', 'open_rgb', 'missing_images',
            'meta_int_array', 'CompositionDataset', 'clip_transform', 'prompt_name', 'pair_prompts', 'FeatureCacheError',
-           'FeatureCache', 'dataset_key', 'dataset_labels', 'encode_dataset', 'dataset_features']
+           'FeatureCache', 'dataset_key', 'dataset_labels', 'encode_dataset', 'dataset_features', 'load_caption_corpus',
+           'CaptionData']
 
 # %% ../nbs/01_data.ipynb #b3163a76
 class DatasetError(ValueError):
@@ -359,3 +360,32 @@ def dataset_features(dset, encode_fn, key=None, batch_size=256, cache=None, num_
     elif key is None: raise ValueError('dataset_features: a cache needs a `key` naming the encoder (e.g. backbone name, checkpoint hash)')
     else: feats = cache.get_or_compute({'dataset': dataset_key(dset), 'encoder': key, 'dtype': str(dtype)}, compute)
     return {**feats, **dataset_labels(dset)}
+
+# %% ../nbs/01_data.ipynb #54cbff09
+def load_caption_corpus(world_dir, image_size=None, limit=None):
+    "The caption corpus `pretrain/captions.jsonl` of a world folder as (uint8 images [N, 3, H, W], captions list)."
+    d = Path(world_dir)/'pretrain'; f = d/'captions.jsonl'
+    if not f.exists(): raise MissingDataError(f'no caption corpus at {f}: generate the world with `czsl-data synth --out {world_dir}`')
+    rows = []
+    for i, line in enumerate(f.read_text().splitlines(), 1):
+        if not line.strip(): continue
+        try: r = json.loads(line)
+        except ValueError as e: raise DatasetError(f'{f}, line {i}: not JSON ({e})') from None
+        if not isinstance(r, dict) or not {'image', 'caption'} <= set(r): raise DatasetError(f"{f}, line {i}: needs 'image' and 'caption', got {line[:80]!r}")
+        rows.append(r)
+    imgs = []
+    for r in rows[:limit]:
+        im = open_rgb(d/r['image'])                                                 # names a missing or undecodable file
+        if image_size and im.size != (image_size, image_size): im = im.resize((image_size, image_size), Image.BICUBIC)
+        imgs.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))      # [3, H, W]
+    return torch.stack(imgs), [r['caption'] for r in rows[:limit]]
+
+class CaptionData(torch.utils.data.Dataset):
+    "Preloaded images, pre-tokenized captions and caption ids (equal for equal captions), normalised with CLIP's mean/std."
+    def __init__(self, images, captions, tokenizer, mean=CLIP_MEAN, std=CLIP_STD):
+        self.images, self.tokens = images, tokenizer(captions)                      # [N, 3, H, W] uint8, [N, L]
+        vocab = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+        self.ids = torch.tensor([vocab[c] for c in captions])                        # [N]
+        self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    def __len__(self): return len(self.images)
+    def __getitem__(self, i): return (self.images[i].float() / 255 - self.mean) / self.std, self.tokens[i], self.ids[i]

@@ -4,13 +4,14 @@
 
 # %% ../nbs/90_demo.ipynb #5c57b67b
 from __future__ import annotations
-import argparse, json, os, sys, time
+import argparse, time
 from pathlib import Path
 from .core import atomic_write_json
 from .synthetic import world_path
-from .backbones import pretrained_backbone, PRETRAIN_DEFAULTS
+from .methods.pretrain import pretrained_backbone, pretrain_options
 from .experiments import experiments_dir, run_notebook
 from .docs import build_docs
+from .runs import EXECUTED
 
 # %% auto #0
 __all__ = ['run_demo', 'demo_cli']
@@ -19,7 +20,7 @@ __all__ = ['run_demo', 'demo_cli']
 def run_demo(out='demo_out', size='default', seed=0, pretrain=None, seeds=(0, 1, 2), epochs=10, progress=True):
     "Generate the world, pretrain (or load) the small CLIP, run the zero-shot and ClusPro experiments, build the docs; the summary."
     out = Path(out); out.mkdir(parents=True, exist_ok=True); times = {}
-    hp = {**PRETRAIN_DEFAULTS, **(pretrain or {})}
+    hp = pretrain_options(**(pretrain or {}))                      # every option of the backbone, defaults filled in
     t = time.time(); world = world_path(size=size, seed=seed); times['world_s'] = round(time.time() - t, 1)
     print(f'world: {world} ({times["world_s"]} s)')
     t = time.time(); bb = pretrained_backbone(world, progress=progress, **hp); times['pretrain_s'] = round(time.time() - t, 1)
@@ -33,8 +34,8 @@ def run_demo(out='demo_out', size='default', seed=0, pretrain=None, seeds=(0, 1,
     times['cluspro_s'] = round(time.time() - t, 1); t = time.time()
     site = build_docs(out/'site', runs=[out], progress=progress)
     times['docs_s'] = round(time.time() - t, 1)
-    summary = dict(world=str(world), backbone=bb.name, times=times, metrics=metrics, executed=str(out/'zero_shot'/'executed.ipynb'),
-                   cluspro=dict(rows=cluspro['rows'], tables=cluspro['tables'], expectations=cluspro['expectations'], executed=str(out/'cluspro'/'executed.ipynb')),
+    summary = dict(world=str(world), backbone=bb.name, times=times, metrics=metrics, executed=str(out/'zero_shot'/EXECUTED),
+                   cluspro=dict(rows=cluspro['rows'], tables=cluspro['tables'], expectations=cluspro['expectations'], executed=str(out/'cluspro'/EXECUTED)),
                    docs=str(site))
     atomic_write_json(out/'demo_summary.json', summary)
     return summary

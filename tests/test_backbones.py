@@ -1,12 +1,14 @@
-"Backbones: offline behaviour in a fresh process, pretraining round trip, resume."
+"Backbones: offline behaviour in a fresh process; CLIP pretraining (the backbone-training method) round trip, resume, CLI."
 import json, os, subprocess, sys, time
 from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
 import open_clip
 from czsl_workbench.train import Callback
-from czsl_workbench.backbones import (create_backbone, pretrain_clip, encode_images, encode_texts, load_caption_corpus,
-                                      OfflineWeightsError)
+from czsl_workbench.backbones import create_backbone, encode_images, encode_texts, OfflineWeightsError
+from czsl_workbench.data import load_caption_corpus
+from czsl_workbench.runs import RunDirError
+from czsl_workbench.methods.pretrain import pretrain_clip
 
 def make_corpus(root, n=24, size=32, seed=0):
     "A hand-made caption corpus in the world's layout: coloured squares and their captions."
@@ -69,6 +71,6 @@ def test_corrupt_checkpoint_on_resume_is_named(tmp_path):
     "A resume from an unreadable last.pt fails with an error naming the file, and leaves the file as it was."
     world = make_corpus(tmp_path/'world', n=8)
     ck = tmp_path/'run'/'checkpoints'/'last.pt'; ck.parent.mkdir(parents=True); ck.write_bytes(b'not a checkpoint')
-    with pytest.raises(RuntimeError, match='last.pt is unreadable'):
+    with pytest.raises(RunDirError, match='cannot resume: checkpoint .*last.pt is unreadable'):
         pretrain_clip(world, tmp_path/'run', model_name='czsl-vit-micro', epochs=1, batch_size=4, device='cpu', progress=False)
     assert ck.read_bytes() == b'not a checkpoint'

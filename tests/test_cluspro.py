@@ -4,7 +4,8 @@ from pathlib import Path
 import papermill as pm, pytest, torch
 from czsl_workbench.data import make_czsl_fixture
 from czsl_workbench.backbones import create_backbone
-from czsl_workbench.czsl import load_splits, fit_czsl
+from czsl_workbench.fit import load_splits, fit_method
+from czsl_workbench.methods.cluspro import ClusPro, ClusProConfig, ClusProMethod, LOSS_PRESETS, loss_preset
 from czsl_workbench.train import NonFiniteLossError
 
 EXP = Path(__file__).resolve().parents[1]/'nbs'/'experiments'
@@ -42,26 +43,40 @@ def test_nan_features_stop_training_with_a_message_and_keep_earlier_results(mit_
     "A NaN in the training features: the non-finite guard names the loss terms; a finished run's files stay intact."
     bb = create_backbone('czsl-vit-micro', device='cpu', freeze=True)
     splits = load_splits(bb, mit_like, progress=False)
-    good = fit_czsl('cluspro', bb, mit_like, tmp_path/'good', splits=splits, epochs=1, batch_size=8, K=2, progress=False, device='cpu')
+    good = fit_method(ClusProMethod, bb, mit_like, tmp_path/'good', data=splits, epochs=1, batch_size=8, K=2, progress=False, device='cpu')
     before = (tmp_path/'good'/'metrics.json').read_bytes()
     splits['train'].feats = splits['train'].feats.clone(); splits['train'].feats[:] = float('nan')
     with pytest.raises(NonFiniteLossError, match='ce_pair=nan'):
         with pytest.warns(UserWarning, match='are not finite; dropped from the prototype update'):
-            fit_czsl('cluspro', bb, mit_like, tmp_path/'bad', splits=splits, epochs=1, batch_size=8, K=2, progress=False, device='cpu')
+            fit_method(ClusProMethod, bb, mit_like, tmp_path/'bad', data=splits, epochs=1, batch_size=8, K=2, progress=False, device='cpu')
     assert not (tmp_path/'bad'/'metrics.json').exists()
     assert (tmp_path/'good'/'metrics.json').read_bytes() == before and math.isfinite(good['test']['AUC'])
 
 def test_cluspro_inference_variants_and_unknown_pair(mit_like):
     "'paper' and 'released-code' scores differ as the formulas say; scoring an unknown pair names it."
-    from czsl_workbench.cluspro import ClusPro
     bb = create_backbone('czsl-vit-micro', device='cpu', freeze=True)
     sp = load_splits(bb, mit_like, open_world=False, progress=False)
     d = sp['test'].dset
-    torch.manual_seed(0); m = ClusPro(bb.model, bb.tokenizer, d.attrs, d.objs, d.train_pairs, K=2).eval()
+    torch.manual_seed(0); m = ClusPro(bb.model, bb.tokenizer, d.attrs, d.objs, d.train_pairs, ClusProConfig(K=2)).eval()
     S_code = m.scores(sp['test'].feats, d.pairs)
     m.inference = 'paper'; S_paper = m.scores(sp['test'].feats, d.pairs)
     with torch.no_grad():
         img = m.embed_images(sp['test'].feats); txt = m.text_features(m.pair_index(d.pairs)); L = m.branch_logits(img, txt)
     torch.testing.assert_close(S_code - S_paper, L['pair'] - L['pair'].softmax(-1))
     with pytest.raises(KeyError, match="'purple'"): m.scores(sp['test'].feats, [('purple', 'dog')])
-    with pytest.raises(ValueError, match="inference must be one of"): ClusPro(bb.model, bb.tokenizer, d.attrs, d.objs, d.train_pairs, inference='arxiv')
+    with pytest.raises(ValueError, match="inference must be one of"): ClusProConfig(inference='arxiv')
+
+def test_presets():
+    assert loss_preset('paper') == dict(tau=0.1, alpha=0.2, beta=0.5, wd=5e-5)
+    assert loss_preset('released-code') == dict(tau=0.07, alpha=0.1, beta=0.0, wd=1e-5)
+    p = loss_preset('released-code', alpha=0.3); p['tau'] = 1.0
+    assert p['alpha'] == 0.3 and LOSS_PRESETS['released-code'] == dict(tau=0.07, alpha=0.1, beta=0.0, wd=1e-5)
+    with pytest.raises(ValueError, match='released-code'): loss_preset('arxiv')
+    with pytest.raises(ValueError, match='gamma'): loss_preset('paper', gamma=1.0)
+
+def test_config_fills_the_preset_and_names_bad_values():
+    "ClusProConfig is the single source of ClusPro's defaults: presets fill what is left as None; bad values fail on creation."
+    c = ClusProConfig(preset='released-code', tau=0.2)
+    assert (c.tau, c.alpha, c.beta, c.wd, c.K, c.patience, c.epochs) == (0.2, 0.1, 0.0, 1e-5, 5, 3, 10)
+    with pytest.raises(ValueError, match="solver must be one of"): ClusProConfig(solver='greedy')
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['Kk'\]"): ClusProMethod().config(Kk=3)

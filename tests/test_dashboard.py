@@ -8,7 +8,9 @@ from plotly.callbacks import Points
 import czsl_workbench.dashboard as dashboard
 from czsl_workbench.dashboard import (PrototypeDashboard, RunSnapshots, RunDirError, umap_projection, primitive_samples,
                                       prototype_similarity, PALETTE)
-from czsl_workbench.prototypes import list_snapshots, load_snapshot, save_snapshot
+from czsl_workbench.runs import RunDir, load_snapshot
+
+def list_snapshots(run): return list(RunDir(run).snapshots().values())
 
 EXP = Path(__file__).resolve().parents[1]/'nbs'/'experiments'
 K = 3
@@ -18,10 +20,11 @@ def run(tmp_path_factory):
     "A two-epoch ClusPro run (K=3) on the tiny embedded world with the random micro CLIP, made once for the module."
     from czsl_workbench.synthetic import world_path
     from czsl_workbench.backbones import create_backbone
-    from czsl_workbench.czsl import fit_czsl
+    from czsl_workbench.fit import fit_method
+    import czsl_workbench.methods
     run = tmp_path_factory.mktemp('dash')/'run'
     bb = create_backbone('czsl-vit-micro', device='cpu', freeze=True)
-    fit_czsl('cluspro', bb, world_path(size='tiny', progress=False), run, seed=0, epochs=2, batch_size=16, K=K, progress=False, device='cpu')
+    fit_method('cluspro', bb, world_path(size='tiny', progress=False), run, seed=0, epochs=2, batch_size=16, K=K, progress=False, device='cpu')
     return run
 
 @pytest.fixture
@@ -146,14 +149,14 @@ def test_click_shows_the_thumbnail(run, snap):
 
 def test_missing_image_is_a_caption_not_an_error(run, tmp_path):
     s = load_snapshot(list_snapshots(run)[-1]); s['image'] = [str(tmp_path/'gone.png')] * len(s['image'])
-    save_snapshot(tmp_path/'r', 1, s)
+    RunDir(tmp_path/'r').save_snapshot(1, s)
     d = PrototypeDashboard.from_run(tmp_path/'r'); d.select_point(0)
     assert d.thumb.value == b'' and 'gone.png' in d.caption.value
 
 def test_undecodable_image_is_a_caption_not_an_error(run, tmp_path):
     (tmp_path/'bad.png').write_bytes(b'not a png')
     s = load_snapshot(list_snapshots(run)[-1]); s['image'] = [str(tmp_path/'bad.png')] * len(s['image'])
-    save_snapshot(tmp_path/'r', 1, s)
+    RunDir(tmp_path/'r').save_snapshot(1, s)
     d = PrototypeDashboard.from_run(tmp_path/'r'); d.select_point(0)
     assert d.thumb.value == b'' and 'cannot decode image' in d.caption.value and 'bad.png' in d.caption.value
 

@@ -142,7 +142,7 @@ def test_unreachable_scheduler_is_named(toy, tmp_path):
 def test_sweep_of_the_zero_shot_experiment(tmp_path):
     "The real experiment notebook, tiny parameters: 4 runs on a local cluster, metrics beside each executed notebook."
     from czsl_workbench.synthetic import world_path
-    from czsl_workbench.backbones import pretrained_backbone
+    from czsl_workbench.methods.pretrain import pretrained_backbone
     pretrained_backbone(world_path('tiny', progress=False), progress=False, model_name='czsl-vit-micro', epochs=1)   # cached for the workers
     t = sweep(EXP/'00_zero_shot.ipynb', tmp_path/'zs', grid={'template': ['a photo of {attr} {obj}', '{attr} {obj}'],
                                                              'open_world': [False, True]}, workers=2, progress=False)

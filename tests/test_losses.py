@@ -1,8 +1,7 @@
-"Losses: PCL by hand, HSIC against its trace formula, nHSIC's properties, PDL forms, the part-by-part total, presets."
+"Losses: PCL by hand, HSIC against its trace formula, nHSIC's properties, PDL forms, the part-by-part total."
 import math, pytest, torch
 import torch.nn.functional as F
-from czsl_workbench.losses import (pcl_loss, sq_dists, median_sigma, gaussian_gram, hsic, nhsic, pdl_loss, total_loss,
-                                   LOSS_PRESETS, loss_preset)
+from czsl_workbench.methods.losses import pcl_loss, sq_dists, median_sigma, gaussian_gram, hsic, nhsic, pdl_loss, total_loss
 
 Z = torch.tensor([[1., 0.], [0., 2.]])                    # two samples on the axes
 P = torch.tensor([[3., 0.], [0., 1.], [1., 1.]])          # prototypes: x axis, y axis, diagonal
@@ -66,11 +65,3 @@ def test_total_loss_by_hand():
     out['loss'].backward()
     assert float(pcl.grad) == pytest.approx(0.2) and float(ce.grad) == 1.0 and pdl.grad is None
     assert float(total_loss({'ce': torch.tensor(1.), 'pdl': torch.tensor(float('nan'))}, {'pdl': 0})['loss']) == 1.0
-
-def test_presets():
-    assert loss_preset('paper') == dict(tau=0.1, alpha=0.2, beta=0.5, wd=5e-5)
-    assert loss_preset('released-code') == dict(tau=0.07, alpha=0.1, beta=0.0, wd=1e-5)
-    p = loss_preset('released-code', alpha=0.3); p['tau'] = 1.0
-    assert p['alpha'] == 0.3 and LOSS_PRESETS['released-code'] == dict(tau=0.07, alpha=0.1, beta=0.0, wd=1e-5)
-    with pytest.raises(ValueError, match='released-code'): loss_preset('arxiv')
-    with pytest.raises(ValueError, match='gamma'): loss_preset('paper', gamma=1.0)

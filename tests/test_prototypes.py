@@ -1,7 +1,8 @@
 "Prototype bank: state survives a state_dict round trip, NaN never reaches the buffers, equipartition on padded batches."
 import io, math, warnings
 import pytest, torch
-from czsl_workbench.prototypes import PrototypeBank, group_by_label, sinkhorn, csot, kmeans, cluster_quality
+from czsl_workbench.methods.prototypes import PrototypeBank, group_by_label, sinkhorn, csot, kmeans
+from czsl_workbench.metrics import cluster_quality
 
 def modes_batch(gen, B=96, n=3, n_modes=2, D=16):
     "Samples of `n` primitives, each with `n_modes` well-separated unit-vector modes in D dims."

@@ -17,7 +17,7 @@ def auc_of(method, K, seed):
     return round((0.1 + 0.02*K if method == 'cluspro' else 0.15) + 0.01*seed, 4)
 
 def stats(auc, curve=True):
-    "A fit_czsl-style stats dict."
+    "A fit_method-style stats dict."
     s = dict(AUC=auc, best_hm=0.5 + auc, best_seen=0.8, best_unseen=0.3 + auc, attr_acc=0.6, obj_acc=0.7,
              closed_seen_acc=0.75, closed_unseen_acc=0.4, n_images=120, n_pairs=40)
     if curve: s['curve'] = dict(seen=[0.8, 0.6, 0.0], unseen=[0.0, 0.2, 0.3 + auc])
