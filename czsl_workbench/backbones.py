@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_backbones.ipynb #e046af91
 from __future__ import annotations
-import os, json, logging, warnings
+import os, json, logging, platform, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import torch
@@ -15,8 +15,9 @@ from .core import cache_dir, stable_hash, file_sha256, atomic_write_json, atomic
 from .data import CLIP_MEAN, CLIP_STD, dataset_features
 
 # %% auto #0
-__all__ = ['SMALL_CONFIGS', 'register_small_configs', 'OfflineWeightsError', 'Backbone', 'hub_weights_cached', 'create_backbone',
-           'freeze_model', 'encode_texts', 'encode_images', 'save_local_dir', 'image_features']
+__all__ = ['SMALL_CONFIGS', 'BUILD_RECORD', 'WEIGHT_FILES', 'register_small_configs', 'OfflineWeightsError', 'BackboneError',
+           'Backbone', 'hub_weights_cached', 'create_backbone', 'freeze_model', 'encode_texts', 'encode_images',
+           'local_dir_weights', 'check_local_dir', 'save_local_dir', 'image_features']
 
 # %% ../nbs/03_backbones.ipynb #ebc944ed
 SMALL_CONFIGS = {
@@ -41,6 +42,7 @@ def register_small_configs(configs=SMALL_CONFIGS):
 
 # %% ../nbs/03_backbones.ipynb #37838119
 class OfflineWeightsError(RuntimeError): "Pretrained weights are not available locally and the hub cannot be reached."
+class BackboneError(RuntimeError): "Local backbone weights that cannot be trusted or read; the message names them and says what to do."
 
 @dataclass
 class Backbone:
@@ -52,6 +54,7 @@ class Backbone:
     name: str
     pretrained: str | None
     ident: str
+    sha256: str | None = None          # the full sha256 of local weights (None: hub tag or random init)
 
     @property
     def image_size(self): return self.model.visual.image_size[0] if isinstance(self.model.visual.image_size, tuple) else self.model.visual.image_size
@@ -62,13 +65,14 @@ class Backbone:
 
 # %% ../nbs/03_backbones.ipynb #6edc7be9
 def _weights_ident(name, pretrained):
-    "Identify weights: file hash for local files/dirs, the tag for hub weights, 'random' for none."
+    "(ident, sha256) of the weights: the file's hash for local files and folders (checked), the tag for hub weights."
     if name.startswith('local-dir:'):
-        d = Path(name[len('local-dir:'):])
-        ws = sorted(d.glob('*.bin')) + sorted(d.glob('*.safetensors')) + sorted(d.glob('*.pt'))
-        return f'{name}@{file_sha256(ws[0]) if ws else "random"}'
-    if pretrained and os.path.isfile(pretrained): return f'{name}@{file_sha256(pretrained)}'
-    return f'{name}@{pretrained or "random"}'
+        d = Path(name[len('local-dir:'):]); w = local_dir_weights(d)
+        sha = check_local_dir(d) if w else None
+        return f'{name}@{sha[:16] if sha else "random"}', sha
+    if pretrained and os.path.isfile(pretrained):
+        sha = file_sha256(pretrained, n=64); return f'{name}@{sha[:16]}', sha
+    return f'{name}@{pretrained or "random"}', None
 
 def _offline_hint(name, pretrained, err):
     return (f"could not load pretrained weights {name!r}/{pretrained!r}: they are not in the local cache and "
@@ -98,6 +102,9 @@ def create_backbone(name='czsl-vit-tiny', pretrained=None, device=None, freeze=F
         raise FileNotFoundError(f"backbone folder not found: {name[len('local-dir:'):]}")
     if pretrained and not os.path.isfile(pretrained) and ('/' in pretrained or pretrained.endswith(('.pt', '.bin', '.safetensors'))):
         raise FileNotFoundError(f"pretrained checkpoint file not found: {pretrained}")
+    ident, sha = _weights_ident(name, pretrained)                    # local weights are checked before they are loaded
+    local = (local_dir_weights(Path(name[len('local-dir:'):])) if name.startswith('local-dir:')
+             else pretrained if pretrained and os.path.isfile(pretrained) else None)
     is_tag = pretrained and not os.path.isfile(pretrained)
     if is_tag and _offline() and not hub_weights_cached(name, pretrained):
         raise OfflineWeightsError(_offline_hint(name, pretrained, 'not in the local cache'))
@@ -105,13 +112,16 @@ def create_backbone(name='czsl-vit-tiny', pretrained=None, device=None, freeze=F
         warnings.simplefilter('ignore')
         prev = logging.getLogger().level; logging.getLogger().setLevel(logging.CRITICAL)  # open_clip logs 'initialized randomly'
         try: model, pp_train, pp_val = open_clip.create_model_and_transforms(name, pretrained=pretrained, **kwargs)
-        except RuntimeError as e:
-            if 'download' in str(e).lower() or 'hub' in str(e).lower(): raise OfflineWeightsError(_offline_hint(name, pretrained, e)) from None
+        except Exception as e:
+            if local: raise BackboneError(f"cannot load the backbone weights {local}: {type(e).__name__}: {str(e)[:200]}. The file is "
+                                          "truncated or not an open_clip checkpoint: restore it, or delete its folder to build it again") from e
+            if isinstance(e, RuntimeError) and ('download' in str(e).lower() or 'hub' in str(e).lower()):
+                raise OfflineWeightsError(_offline_hint(name, pretrained, e)) from None
             raise
         finally: logging.getLogger().setLevel(prev)
     model = model.to(device or default_device())
     if freeze: freeze_model(model)
-    return Backbone(model, open_clip.get_tokenizer(name), pp_train, pp_val, name, pretrained, _weights_ident(name, pretrained))
+    return Backbone(model, open_clip.get_tokenizer(name), pp_train, pp_val, name, pretrained, ident, sha)
 
 def freeze_model(model):
     "Turn off gradients of every parameter and put the model in eval mode."
@@ -140,14 +150,37 @@ def encode_images(bb: Backbone, images, tokens=False, normalize=True):
     return pooled, toks
 
 # %% ../nbs/03_backbones.ipynb #fba0733b
-def save_local_dir(bb_model, name, out):
-    "Save an open_clip model as a `local-dir:` folder (config JSON + weights); returns the folder."
+BUILD_RECORD = 'build.json'
+WEIGHT_FILES = ('*.bin', '*.safetensors', '*.pt')
+
+def local_dir_weights(folder) -> Path | None:
+    "The weights file of a `local-dir:` folder (the first of *.bin, *.safetensors, *.pt), or None."
+    return next((w for pat in WEIGHT_FILES for w in sorted(Path(folder).glob(pat))), None)
+
+def check_local_dir(folder) -> str:
+    "The full sha256 of `folder`'s weights; `BackboneError` naming the folder when they do not match its `build.json`."
+    folder = Path(folder); w = local_dir_weights(folder)
+    if w is None: raise BackboneError(f"backbone folder {folder} holds no weights file ({', '.join(WEIGHT_FILES)})")
+    sha, rec = file_sha256(w, n=64), folder/BUILD_RECORD
+    if rec.is_file():
+        try: want = json.loads(rec.read_text())['sha256']
+        except (ValueError, KeyError, TypeError) as e: raise BackboneError(f"backbone folder {folder}: {rec.name} is unreadable ({e}); delete the folder to build it again") from None
+        if sha != want: raise BackboneError(
+            f"backbone folder {folder}: {w.name} does not match the sha256 recorded in {rec.name} ({sha[:12]}... vs {want[:12]}...): "
+            "it is truncated or was replaced. Delete the folder to build it again (a cached backbone is rebuilt on its next use), "
+            "or restore the file")
+    return sha
+
+def save_local_dir(bb_model, name, out, record=None):
+    "Save an open_clip model as a `local-dir:` folder (config JSON, weights, then `build.json` with their sha256)."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     cfg = open_clip.get_model_config(name) if not name.startswith('local-dir:') else json.loads((Path(name[10:])/'open_clip_config.json').read_text())['model_cfg']
     atomic_torch_save(bb_model.state_dict(), out/'open_clip_pytorch_model.bin')
     atomic_write_json(out/'open_clip_config.json', {'model_cfg': cfg, 'preprocess_cfg': {
         'size': cfg['vision_cfg']['image_size'], 'mean': list(CLIP_MEAN), 'std': list(CLIP_STD),
         'interpolation': 'bicubic', 'resize_mode': 'shortest'}})
+    atomic_write_json(out/BUILD_RECORD, {**(record or {}), 'sha256': file_sha256(out/'open_clip_pytorch_model.bin', n=64),
+                                         'torch': torch.__version__, 'open_clip': open_clip.__version__, 'python': platform.python_version()})
     return out
 
 # %% ../nbs/03_backbones.ipynb #01ec1723

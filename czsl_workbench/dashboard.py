@@ -15,7 +15,7 @@ import ipywidgets as widgets
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from fastcore.basics import patch
-from .core import atomic_torch_save
+from .core import atomic_torch_save, cache_lock
 from .data import open_rgb
 from .metrics import cluster_quality
 from .runs import RunDir, RunDirError, load_snapshot, DASHBOARD_CACHE
@@ -96,10 +96,19 @@ def umap_projection(snaps: RunSnapshots, epoch, kind, n_neighbors=15, min_dist=0
     if kind not in KINDS: raise ValueError(f"kind must be one of {list(KINDS)}; got {kind!r}")
     path, src = projection_path(snaps.run_dir, epoch, kind, n_neighbors, min_dist, random_state), snaps.paths[epoch].stat()
     stamp = [src.st_size, src.st_mtime_ns]
-    if path.is_file():
-        try: c = torch.load(path, map_location='cpu', weights_only=True)
-        except Exception: c = {}                                                     # unreadable cache: compute again
-        if c.get('source') == stamp: return dict(c, xy=c['xy'].numpy(), path=path, from_cache=True)
+    if (c := _cached_projection(path, stamp)) is not None: return c
+    with cache_lock(path):                                                           # one process computes a projection
+        if (c := _cached_projection(path, stamp)) is not None: return c
+        return _compute_projection(snaps, epoch, kind, n_neighbors, min_dist, random_state, path, stamp)
+
+def _cached_projection(path, stamp):
+    "The cached projection in `path` if it was made from the snapshot file with `stamp` (size, mtime), else None."
+    if not path.is_file(): return None
+    try: c = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception: return None                                                    # unreadable cache: compute again
+    return dict(c, xy=c['xy'].numpy(), path=path, from_cache=True) if c.get('source') == stamp else None
+
+def _compute_projection(snaps, epoch, kind, n_neighbors, min_dist, random_state, path, stamp):
     X = projection_points(snaps[epoch], kind)                                        # [N, D]
     ok = torch.isfinite(X).all(1) & (X.norm(dim=1) > 0)                              # [N]
     if ok.sum() < 4: raise ValueError(f"UMAP needs at least 4 points; epoch {epoch} has {int(ok.sum())} usable {KINDS[kind]} points")

@@ -14,14 +14,14 @@ from PIL import Image
 import torchvision.transforms as T
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import cache_dir, atomic_torch_save, stable_hash
+from .core import cache_dir, atomic_torch_save, stable_hash, file_sha256, cache_lock
 
 # %% auto #0
 __all__ = ['PHASES', 'CLIP_MEAN', 'CLIP_STD', 'DatasetError', 'MissingDataError', 'make_czsl_fixture', 'read_pairs', 'SplitVocab',
            'parse_split', 'open_world_pairs', 'load_metadata', 'phase_entries', 'open_rgb', 'missing_images',
            'meta_int_array', 'CompositionDataset', 'clip_transform', 'prompt_name', 'pair_prompts', 'FeatureCacheError',
            'FeatureCache', 'dataset_key', 'dataset_labels', 'encode_dataset', 'dataset_features', 'load_caption_corpus',
-           'CaptionData']
+           'CaptionData', 'data_identity']
 
 # %% ../nbs/01_data.ipynb #b3163a76
 class DatasetError(ValueError):
@@ -302,15 +302,18 @@ class FeatureCache:
         return atomic_torch_save({'key': _jsonable(key), 'tensors': tensors}, self.path(key))
 
     def get_or_compute(self, key, compute_fn) -> dict:
-        "The tensors for `key`, from disk when cached, else from `compute_fn()` (then stored)."
+        "The tensors for `key`, from disk when cached, else from `compute_fn()` (then stored); one process computes a key."
         t = self.load(key)
         if t is not None: self.hits += 1; return t
-        self.misses += 1
-        t = compute_fn()
-        if not isinstance(t, dict) or not all(torch.is_tensor(v) for v in t.values()):
-            raise TypeError(f'compute_fn should return a dict of tensors, got {type(t).__name__}')
-        t = {k: _own_storage(v) for k, v in t.items()}
-        self.save(key, t)
+        with cache_lock(self.path(key)):
+            t = self.load(key)                                                  # another process may have stored it meanwhile
+            if t is not None: self.hits += 1; return t
+            self.misses += 1
+            t = compute_fn()
+            if not isinstance(t, dict) or not all(torch.is_tensor(v) for v in t.values()):
+                raise TypeError(f'compute_fn should return a dict of tensors, got {type(t).__name__}')
+            t = {k: _own_storage(v) for k, v in t.items()}
+            self.save(key, t)
         return t
 
 # %% ../nbs/01_data.ipynb #1ccbdf92
@@ -389,3 +392,9 @@ class CaptionData(torch.utils.data.Dataset):
         self.mean, self.std = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return (self.images[i].float() / 255 - self.mean) / self.std, self.tokens[i], self.ids[i]
+
+# %% ../nbs/01_data.ipynb #7cfe382b
+def data_identity(root) -> str:
+    "`world:<sha256 of world.json>` for a generated world, else `path:<resolved root>`."
+    w = Path(root)/'world.json'
+    return f'world:{file_sha256(w, n=64)}' if w.is_file() else f'path:{Path(root).resolve()}'

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
-from .core import cache_dir, stable_hash
+from .core import cache_dir, stable_hash, cache_lock
 
 # %% auto #0
 __all__ = ['OBJECTS', 'ATTRIBUTES', 'LOOK_PARAMS', 'OBJ_MODES', 'SHAPE_CHANGES', 'GLOW', 'PAINTERS', 'SIZES', 'RELATIONS',
@@ -636,10 +636,10 @@ def world_key(size='default', seed=0, **knobs) -> str:
 def world_path(size='default', seed=0, image_size=64, workers=None, progress=True, **knobs) -> Path:
     "The cached world for (`size`, `seed`, `image_size`, `knobs`) under `cache_dir('worlds', key)`, generated on first use."
     out = cache_dir('worlds', world_key(size, seed, image_size=image_size, **knobs))
-    if not (out / 'world.json').exists():
-        try: generate_world(out, size, seed, workers, overwrite=True, progress=progress, image_size=image_size, **knobs)
-        except FileExistsError:
-            if not (out / 'world.json').exists(): raise                       # else another process finished it first
+    if (out / 'world.json').exists(): return out
+    with cache_lock(out):                                                     # one process builds, the others wait
+        if not (out / 'world.json').exists():
+            generate_world(out, size, seed, workers, overwrite=True, progress=progress, image_size=image_size, **knobs)
     return out
 
 def load_world_info(path) -> dict:
