@@ -12,6 +12,7 @@ from .methods.pretrain import pretrained_backbone, pretrain_options
 from .experiments import experiments_dir, run_notebook
 from .docs import build_docs
 from .runs import EXECUTED
+from .metrics import fmt_interval
 
 # %% auto #0
 __all__ = ['run_demo', 'demo_cli']
@@ -35,19 +36,21 @@ def run_demo(out='demo_out', size='default', seed=0, pretrain=None, seeds=(0, 1,
     site = build_docs(out/'site', runs=[out], progress=progress)
     times['docs_s'] = round(time.time() - t, 1)
     summary = dict(world=str(world), backbone=bb.name, times=times, metrics=metrics, executed=str(out/'zero_shot'/EXECUTED),
-                   cluspro=dict(rows=cluspro['rows'], tables=cluspro['tables'], expectations=cluspro['expectations'], executed=str(out/'cluspro'/EXECUTED)),
+                   cluspro=dict(rows=cluspro['rows'], tables=cluspro['tables'], comparisons=cluspro['comparisons'],
+                                 expectations=cluspro['expectations'], executed=str(out/'cluspro'/EXECUTED)),
                    docs=str(site))
     atomic_write_json(out/'demo_summary.json', summary)
     return summary
 
 # %% ../nbs/90_demo.ipynb #2bb47b99
 def _table_lines(tables, rows):
-    "The closed- and open-world numbers of each method in table order, one line each."
+    "The closed- and open-world numbers of each method in table order, one line each: mean ± std [95 % interval] over seeds."
+    iv = lambda r, k: fmt_interval(dict(n=r['n'], mean=r[k], std=r[f'{k}_std'], ci_low=r[f'{k}_ci'][0], ci_high=r[f'{k}_ci'][1]))
     for name, tab in tables.items():
         yield f'test, {name}:'
         for label in rows:
             r = tab[label]
-            yield f"  {label:28s} AUC {r['AUC']:.3f} ± {r['AUC_std']:.3f}  HM {r['HM']:.3f}  S {r['S']:.3f}  U {r['U']:.3f}  attr {r['attr']:.3f}  obj {r['obj']:.3f}"
+            yield f"  {label:28s} AUC {iv(r, 'AUC')}  HM {r['HM']:.3f}  S {r['S']:.3f}  U {r['U']:.3f}  attr {r['attr']:.3f}  obj {r['obj']:.3f}"
 
 def demo_cli(argv=None):
     "Console script `czsl-demo` (returns None: console scripts exit with what their function returns)."
@@ -67,9 +70,12 @@ def demo_cli(argv=None):
     print(f"\nzero-shot on the test split ({m.get('n_eval_pairs', '?')} pairs): best seen S {g('best_seen'):.3f}, "
           f"best unseen U {g('best_unseen'):.3f} (chance {g('chance_unseen'):.3f}), HM {g('best_hm'):.3f}, AUC {g('AUC'):.3f}; "
           f"unbiased closed-world seen {g('closed_seen_acc'):.3f}, unseen {g('closed_unseen_acc'):.3f} (chance {g('chance'):.3f})")
-    print(f"\nClusPro experiment ({len(a.seeds)} seed(s), mean ± std):")
+    print(f"\nClusPro experiment ({len(a.seeds)} seed(s), mean ± std [95 % interval]):")
     print(*_table_lines(s['cluspro']['tables'], s['cluspro']['rows']), sep='\n')
-    for name, e in s['cluspro']['expectations'].items(): print(f"{'HOLDS' if e['holds'] else 'FAILS'}: {name}: {e['detail']}")
+    print('paired differences of test AUC (closed world), over the same seeds:')
+    for name, c in s['cluspro']['comparisons'].items():
+        if name.startswith('closed world: '): print(f"  {name[14:]:42s} {fmt_interval(c)}  {c['verdict']}")
+    for name, e in s['cluspro']['expectations'].items(): print(f"{e['verdict'].upper()}: {name}: {e['detail']}")
     print(f"executed notebooks: {s['executed']}, {s['cluspro']['executed']}")
     print(f"documentation: open file://{Path(s['docs']).resolve()} in a browser (the book and the executed notebooks)")
     print(f"demo finished in {time.time() - t:.0f} s")

@@ -8,7 +8,7 @@ import math, warnings
 from collections import namedtuple
 import numpy as np
 import torch
-from scipy.stats import hmean
+from scipy.stats import hmean, t as student_t, ttest_1samp
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
@@ -16,7 +16,8 @@ from tqdm.auto import tqdm
 __all__ = ['MAX_BIAS', 'MASKED', 'TOPK_RULE_MIN_P', 'FEASIBILITY_MASKING', 'Curve', 'REPORT_PHASES', 'CZSLEvaluator',
            'reference_evaluate', 'feasibility_mask', 'feasibility_affine', 'CZSLStats', 'synthetic_scores',
            'synthetic_split', 'unbiased_accuracy', 'czsl_report', 'class_mean_accuracy', 'zsl_accuracy',
-           'gzsl_accuracy', 'choose_gamma', 'nmi', 'cluster_quality']
+           'gzsl_accuracy', 'choose_gamma', 'seed_interval', 'paired_difference', 'verdict', 'fmt_interval',
+           'seeds_needed', 'nmi', 'cluster_quality']
 
 # %% ../nbs/06_metrics.ipynb #4180d069
 MAX_BIAS = 1e3                 # czsl's `--bias` default, hard-coded in ClusPro/Troika/DFSP `test()`
@@ -481,6 +482,48 @@ def choose_gamma(val_scores, val_labels, seen_classes, gammas=None):
     gammas = sorted({float(g) for g in torch.as_tensor(gammas).reshape(-1)}, key=lambda g: (abs(g), g))
     table = [(g, gzsl_accuracy(S, val_labels, seen_classes, g)['H']) for g in gammas]
     return max(table, key=lambda t: t[1])[0], table
+
+# %% ../nbs/06_metrics.ipynb #d4f65dde
+def seed_interval(values, confidence=0.95) -> dict:
+    "Mean, sample std, n and the Student-t interval of the mean of the finite `values` (no interval below 2 values)."
+    v = np.asarray([float(x) for x in values if x is not None and math.isfinite(float(x))], dtype=float)
+    n = len(v)
+    mean = float(v.mean()) if n else math.nan
+    std = float(v.std(ddof=1)) if n > 1 else math.nan
+    half = float(student_t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
+    return dict(n=n, mean=mean, std=std, ci_low=mean - half, ci_high=mean + half, half_width=half, confidence=confidence)
+
+def paired_difference(a: dict, b: dict, confidence=0.95) -> dict:
+    "The interval of the mean of `a[s] - b[s]` over the seeds `s` both dicts have, and the paired t-test's p-value."
+    seeds = sorted(set(a) & set(b), key=str)
+    d = [float(a[s]) - float(b[s]) for s in seeds]
+    out = seed_interval(d, confidence)
+    if out['n'] < 2: p = math.nan
+    elif out['std'] == 0: p = 0.0 if out['mean'] != 0 else 1.0
+    else:
+        with warnings.catch_warnings():                                 # nearly equal differences: scipy warns of precision loss
+            warnings.simplefilter('ignore', RuntimeWarning); p = float(ttest_1samp(d, 0.0).pvalue)
+    return dict(out, seeds=seeds, differences=d, p_value=p)
+
+def verdict(interval: dict, threshold=0.0) -> str:
+    "'holds' when the interval lies above `threshold`, 'fails' when it reaches no higher, else 'not resolved at n seeds'."
+    n, lo, hi = interval['n'], interval['ci_low'], interval['ci_high']
+    if n >= 2 and lo > threshold: return 'holds'
+    if n >= 2 and hi <= threshold: return 'fails'
+    return f"not resolved at {n} seed{'' if n == 1 else 's'}"
+
+def fmt_interval(iv: dict, digits=3) -> str:
+    "An interval as text: 'mean ± std [low, high]' (only the mean for one value)."
+    f = lambda x: f'{x:.{digits}f}'
+    if iv['n'] < 2: return f(iv['mean']) + ' (1 seed)' if iv['n'] else 'n/a'
+    return f"{f(iv['mean'])} ± {f(iv['std'])} [{f(iv['ci_low'])}, {f(iv['ci_high'])}]"
+
+# %% ../nbs/06_metrics.ipynb #a47c0d41
+def seeds_needed(std, delta, confidence=0.95, max_seeds=1000) -> int | None:
+    "The fewest seeds whose t-interval half-width for a spread `std` is at most `delta` (None beyond `max_seeds`)."
+    if not (std >= 0) or not delta > 0: return None
+    if std == 0: return 2
+    return next((n for n in range(2, max_seeds + 1) if student_t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n) <= delta), None)
 
 # %% ../nbs/06_metrics.ipynb #1b3cf63d
 def _codes(x):

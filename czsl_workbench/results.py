@@ -13,13 +13,15 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 from .core import atomic_write
+from .metrics import seed_interval, paired_difference, verdict, fmt_interval
 from .runs import RunDirError, read_json, ATTEMPTS, EXECUTED, METRICS, PARAMETERS, RUN_INFO, RUN_LOG, SWEEP
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'SKIP_DIRS', 'FIXED_COLUMNS', 'METRIC_PREFIX', 'PARAM_PREFIX', 'HEADLINE', 'STATES', 'STATE_COLOURS',
-           'ResultsError', 'is_run', 'find_runs', 'flatten_metrics', 'collect_results', 'headline_metrics',
-           'metric_columns', 'figure_axes', 'metric_summary', 'read_curve', 'status_counts', 'status_line',
-           'results_figures', 'compact_table', 'write_results', 'results_cli', 'show_results']
+           'SEED_COLUMNS', 'ResultsError', 'is_run', 'find_runs', 'flatten_metrics', 'collect_results',
+           'headline_metrics', 'metric_columns', 'figure_axes', 'metric_summary', 'seed_column', 'seed_table',
+           'paired_table', 'read_curve', 'status_counts', 'status_line', 'results_figures', 'compact_table',
+           'write_results', 'results_cli', 'show_results']
 
 # %% ../nbs/32_results.ipynb #b579a6b1
 class ResultsError(ValueError):
@@ -169,6 +171,71 @@ def metric_summary(df, metric, x=None, colour=None) -> pd.DataFrame:
     g = d.groupby(keys, sort=True)[metric].agg(['mean', 'std', 'count']).reset_index()
     return g.assign(std=g['std'].fillna(0.0))
 
+# %% ../nbs/32_results.ipynb #1ab48983
+SEED_COLUMNS = ('seed', 'seeds')
+
+def seed_column(df, seed=None):
+    "The column that numbers a run's replicate: `seed` (checked), else 'seed' or 'seeds' where the table has one."
+    if seed is not None and seed not in df.columns:
+        raise ResultsError(f"seed column {seed!r} is not a column of the table; parameters: {df.attrs.get('parameters', [])}")
+    return seed or next((c for c in SEED_COLUMNS if c in df.columns), None)
+
+def _replicate(v):
+    "A run's seed: the value, or the only element of a list of one; None for a run that holds several seeds."
+    if isinstance(v, str) and v.startswith('['):
+        try: v = json.loads(v)
+        except ValueError: return None
+    if isinstance(v, list): return v[0] if len(v) == 1 else None
+    return None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v
+
+def _configs(df, metric=None, seed=None):
+    "(metric column, seed column, grouping parameters, [(config dict, {seed: value})]) of the done runs."
+    m, s = metric_columns(df, metric)[0], seed_column(df, seed)
+    keys = [p for p in df.attrs.get('varying', []) if p != s]
+    d = df[(df.state == 'done') & df[m].notna()]
+    d = d.assign(**{k: d[k].map(_label) for k in keys})
+    groups = d.groupby(keys, sort=True) if keys else [((), d)]
+    out = []
+    for key, g in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        vals = {(_replicate(r[s]) if s else r.run): float(r[m]) for _, r in g.iterrows()}
+        out.append((dict(zip(keys, key)), {k: v for k, v in vals.items() if k is not None}))
+    return m, s, keys, out
+
+def seed_table(df, metric=None, seed=None) -> pd.DataFrame:
+    "Per configuration (the varying parameters but the seed): n, mean, std and the 95 % t-interval of `metric` over its seeds."
+    m, s, keys, configs = _configs(df, metric, seed)
+    rows = [{**cfg, **{k: iv[k] for k in ('n', 'mean', 'std', 'ci_low', 'ci_high')}, 'interval': fmt_interval(iv, 4)}
+            for cfg, vals in configs for iv in [seed_interval(vals.values())]]
+    out = pd.DataFrame(rows, columns=[*keys, 'n', 'mean', 'std', 'ci_low', 'ci_high', 'interval'])
+    out.attrs = dict(metric=m, seed=s, keys=keys)
+    return out
+
+def _matches(cfg, baseline): return all(str(cfg.get(k)) == str(v) for k, v in baseline.items())
+
+def paired_table(df, metric=None, seed=None, baseline=None) -> pd.DataFrame:
+    "Each configuration against `baseline` ({parameter: value}; default the best mean) over the seeds both ran: difference, interval, verdict."
+    m, s, keys, configs = _configs(df, metric, seed)
+    if s is None: raise ResultsError("the table has no seed column ('seed' or 'seeds'): name the column that numbers the replicates")
+    if not configs: return pd.DataFrame()
+    if baseline:
+        bad = sorted(set(baseline) - set(keys))
+        if bad: raise ResultsError(f"baseline names {bad}, which do not vary in the table; the configurations vary in {keys}")
+        found = [c for c in configs if _matches(c[0], baseline)]
+        if len(found) != 1: raise ResultsError(f"baseline {baseline} matches {len(found)} configurations; give a value for each of {keys}")
+        base = found[0]
+    else: base = max(configs, key=lambda c: seed_interval(c[1].values())['mean'])
+    name = ', '.join(f'{k}={v}' for k, v in base[0].items()) or 'all runs'
+    rows = []
+    for cfg, vals in configs:
+        if cfg == base[0]: continue
+        d = paired_difference(base[1], vals)
+        rows.append({**cfg, 'baseline': name, 'n': d['n'], 'difference': d['mean'], 'ci_low': d['ci_low'], 'ci_high': d['ci_high'],
+                     'p_value': d['p_value'], 'verdict': verdict(d), 'interval': fmt_interval(d, 4)})
+    out = pd.DataFrame(rows, columns=[*keys, 'baseline', 'n', 'difference', 'ci_low', 'ci_high', 'p_value', 'verdict', 'interval'])
+    out.attrs = dict(metric=m, seed=s, keys=keys, baseline=base[0])
+    return out
+
 # %% ../nbs/32_results.ipynb #da4b5206
 def _palette(values) -> dict:
     "A colour per distinct label, the same in every figure (sorted labels, plotly's qualitative palette)."
@@ -244,11 +311,26 @@ def _status_figure(df):
                            marker_color=[STATE_COLOURS.get(s, '#7f7f7f') for s in c]))
     return fig.update_layout(title=status_line(df), yaxis_title='runs', height=320, meta=dict(kind='status'))
 
-def results_figures(df, root, metric=None, x=None, colour=None) -> list:
-    "The metrics vs `x` by `colour`, the seen–unseen curves and the run states: those the table has data for."
+def _interval_figure(df, metric=None, seed=None):
+    "Figure 2: the metric of each configuration with its 95 % interval over seeds, so that overlap shows at a glance."
+    st = seed_table(df, metric, seed)
+    if st.empty or not (st.n >= 2).any(): return None
+    label = [', '.join(f'{k}={r[k]}' for k in st.attrs['keys']) or 'all runs' for _, r in st.iterrows()]
+    fig = go.Figure(go.Scatter(x=st['mean'], y=label, mode='markers', marker=dict(size=9), name=_short(st.attrs['metric']),
+                               error_x=dict(type='data', symmetric=False, array=(st.ci_high - st['mean']).fillna(0).tolist(),
+                                            arrayminus=(st['mean'] - st.ci_low).fillna(0).tolist()),
+                               customdata=np.c_[st.n, st['std']],
+                               hovertemplate='%{y}<br>mean %{x:.4f}, std %{customdata[1]:.4f}, n=%{customdata[0]}<extra></extra>'))
+    return fig.update_layout(title=f"{_short(st.attrs['metric'])}: mean and 95 % interval over seeds, per configuration",
+                             xaxis_title=_short(st.attrs['metric']), height=max(300, 60 + 30 * len(st)),
+                             meta=dict(kind='intervals', metric=st.attrs['metric'], seed=st.attrs['seed']))
+
+def results_figures(df, root, metric=None, x=None, colour=None, seed=None) -> list:
+    "The metrics vs `x` by `colour`, each configuration's interval over seeds, the seen–unseen curves and the run states."
     if df.empty: return []
     metrics, (x, colour) = metric_columns(df, metric), figure_axes(df, x, colour)
-    figs = [_metric_figure(df, metrics, x, colour) if metrics else None, _curves_figure(df, root, colour), _status_figure(df)]
+    figs = [_metric_figure(df, metrics, x, colour) if metrics else None, _interval_figure(df, metric, seed) if metrics else None,
+            _curves_figure(df, root, colour), _status_figure(df)]
     return [f for f in figs if f is not None]
 
 # %% ../nbs/32_results.ipynb #5a5ea685
@@ -264,7 +346,20 @@ def _link(root, run, out):
         if (p := Path(root)/run/f).is_file(): return quote(Path(os.path.relpath(p, out)).as_posix(), safe="/=,+-_.~@")
     return None
 
-def _html(df, root, out, figs, metric=None) -> str:
+def _sure_html(df, metric=None, seed=None, baseline=None) -> str:
+    "The seed table and the paired comparisons as HTML ('' when the table has no replicates to compare)."
+    try: st, pt = seed_table(df, metric, seed), paired_table(df, metric, seed, baseline)
+    except (ResultsError, IndexError): return ''
+    if st.empty or not (st.n >= 2).any(): return ''
+    keys, m = st.attrs['keys'], _short(st.attrs['metric'])
+    out = [f'<h2>How sure: {html.escape(m)} over seeds</h2><p>Per configuration: mean ± std [95 % t-interval], n seeds.</p>',
+           st[[*keys, 'n', 'interval']].to_html(index=False, border=0)]
+    if len(pt): out += [f'<p>Paired over the seeds both ran, against the best configuration ({html.escape(pt.baseline.iloc[0])}): '
+                        'the difference baseline − row, its interval, the paired t-test and the verdict on "the baseline is better".</p>',
+                        pt[[*keys, 'n', 'interval', 'p_value', 'verdict']].to_html(index=False, border=0, float_format=_fmt)]
+    return '\n'.join(out)
+
+def _html(df, root, out, figs, metric=None, seed=None, baseline=None) -> str:
     "The results page: title and counts, failed runs, compact table, figures (plotly.js from ./plotly.min.js)."
     e = lambda s: html.escape(str(s))
     head = (f'<meta charset="utf-8"><title>Results: {e(root)}</title>' + ('<script src="plotly.min.js"></script>' if figs else '')
@@ -283,6 +378,7 @@ def _html(df, root, out, figs, metric=None) -> str:
                        for _, r in bad.iterrows())
         body.append(f'<h2>Failed runs</h2><table><tr><th>run</th><th>state</th><th>error</th><th></th></tr>{rows}</table>')
     body.append('<h2>Runs</h2>' + compact_table(df, metric).to_html(index=False, na_rep='', float_format=_fmt, border=0))
+    body.append(_sure_html(df, metric, seed, baseline))
     body += ['<h2>Figures</h2>'] * bool(figs) + [f.to_html(include_plotlyjs=False, full_html=False, default_height=f'{f.layout.height or 450}px') for f in figs]
     return f'<!DOCTYPE html>\n<html><head>{head}</head><body>\n' + '\n'.join(body) + '\n</body></html>\n'
 
@@ -293,20 +389,20 @@ def _write_plotlyjs(out) -> Path:
     p, js = Path(out)/'plotly.min.js', get_plotlyjs()
     return p if p.is_file() and p.read_text() == js else atomic_write(p, lambda f: f.write(js), mode='w')
 
-def _write(df, root, out, figs, metric=None) -> dict:
+def _write(df, root, out, figs, metric=None, seed=None, baseline=None) -> dict:
     "Write results.csv, results.parquet (plotly.min.js) and results.html into `out`, atomically, the page last."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     paths = {'results.csv': atomic_write(out/'results.csv', lambda f: df.to_csv(f, index=False), mode='w'),
              'results.parquet': atomic_write(out/'results.parquet', lambda f: df.to_parquet(f, index=False))}
     if figs: paths['plotly.min.js'] = _write_plotlyjs(out)
-    paths['results.html'] = atomic_write(out/'results.html', lambda f: f.write(_html(df, root, out, figs, metric)), mode='w')
+    paths['results.html'] = atomic_write(out/'results.html', lambda f: f.write(_html(df, root, out, figs, metric, seed, baseline)), mode='w')
     return paths
 
-def write_results(root, out=None, **figure_kw) -> dict:
+def write_results(root, out=None, baseline=None, **figure_kw) -> dict:
     "Collect the runs under `root`; write results.csv, results.parquet and results.html into `out` (default `root`); {name: path}."
     df = collect_results(root)
     figs = results_figures(df, root, **figure_kw)                      # a bad option fails here, before anything is written
-    return _write(df, root, out if out is not None else root, figs, figure_kw.get('metric'))
+    return _write(df, root, out if out is not None else root, figs, figure_kw.get('metric'), figure_kw.get('seed'), baseline)
 
 # %% ../nbs/32_results.ipynb #0d9ad79c
 def results_cli(argv=None):
@@ -318,17 +414,36 @@ def results_cli(argv=None):
     p.add_argument('--metric', action='append', help='a metric to plot: a key (AUC) or a column (metrics/val/AUC); repeatable')
     p.add_argument('--x', help='the numeric parameter on the x axis (default: the first varying one that is not a seed)')
     p.add_argument('--colour', '--color', help='the parameter that colours the lines (default: the first varying non-numeric one)')
+    p.add_argument('--seed', help="the parameter that numbers the replicates (default: 'seed' or 'seeds')")
+    p.add_argument('--baseline', action='append', metavar='PARAM=VALUE', help='the configuration the others are compared with '
+                   '(default: the best mean); repeat for each varying parameter')
     a = p.parse_args(argv)
     try:
+        base = dict(b.split('=', 1) for b in a.baseline or [] if '=' in b)
+        if len(base) != len(a.baseline or []): raise ResultsError(f"--baseline takes PARAM=VALUE, got {a.baseline}")
         df = collect_results(a.dir)
-        figs = results_figures(df, a.dir, metric=a.metric, x=a.x, colour=a.colour)
+        figs = results_figures(df, a.dir, metric=a.metric, x=a.x, colour=a.colour, seed=a.seed)
         table = compact_table(df, a.metric)
-        paths = _write(df, a.dir, a.out or a.dir, figs, a.metric)
+        sure = _sure_tables(df, a.metric, a.seed, base)
+        paths = _write(df, a.dir, a.out or a.dir, figs, a.metric, a.seed, base)
     except (FileNotFoundError, ResultsError) as err: raise SystemExit(f"czsl-results: {err}") from None
     print(f"{a.dir}: {status_line(df)}")
     if len(df): print(table.to_string(index=False, float_format=_fmt, na_rep=''))
+    if sure:
+        st, pt = sure; keys = st.attrs['keys']
+        print(f"\n{_short(st.attrs['metric'])} over seeds, per configuration: mean ± std [95 % interval]")
+        print(st[[*keys, 'n', 'interval']].to_string(index=False))
+        if len(pt):
+            print(f"\npaired over the seeds both ran, {pt.baseline.iloc[0]} minus each other configuration:")
+            print(pt[[*keys, 'n', 'interval', 'p_value', 'verdict']].to_string(index=False, float_format=_fmt))
     for _, r in df[df.state.isin(['failed', 'corrupt'])].iterrows(): print(f"{r.state}: {r.run}: {r.error}")
     print('wrote:'); print('\n'.join(f'  {p}' for p in paths.values()))
+
+def _sure_tables(df, metric=None, seed=None, baseline=None):
+    "(seed table, paired table) when the table has replicates to compare, else None; a bad option is still an error."
+    if df.empty or seed_column(df, seed) is None: return None
+    st = seed_table(df, metric, seed)
+    return (st, paired_table(df, metric, seed, baseline)) if (st.n >= 2).any() else None
 
 def show_results(root, **figure_kw):
     "In a notebook: display the compact table and the figures of the runs under `root`."

@@ -150,7 +150,7 @@ def test_headline_and_metric_columns(table):
 def test_figure_data_equals_hand_computed(table, sweep):
     assert figure_axes(table) == ('K', 'method')
     figs = results_figures(table, sweep)
-    assert [f.layout.meta['kind'] for f in figs] == ['metrics', 'curves', 'status']
+    assert [f.layout.meta['kind'] for f in figs] == ['metrics', 'intervals', 'curves', 'status']
     auc_traces = [t for t in figs[0].data if t.xaxis == 'x']
     assert [t.name for t in auc_traces] == ['cluspro', 'csp']
     for t in auc_traces:
@@ -161,13 +161,18 @@ def test_figure_data_equals_hand_computed(table, sweep):
     cl = auc_traces[0]
     assert np.allclose(cl.y, [0.125, 0.165, 0.205]) and np.allclose(cl.error_y.array, [0.00707107]*3)
     assert len(figs[0].data) == 8                                               # 4 headline metrics × 2 methods
-    curves = figs[1].data
+    iv = figs[1].data[0]                                                        # one point per configuration, its interval
+    i = list(iv.y).index('method=cluspro, K=5'); v = [auc_of('cluspro', 5, s) for s in SEEDS]
+    half = 12.7062047 * np.std(v, ddof=1) / np.sqrt(2)
+    assert np.isclose(iv.x[i], np.mean(v)) and np.isclose(iv.error_x.array[i], half) and np.isclose(iv.error_x.arrayminus[i], half)
+    assert len(iv.y) == 6
+    curves = figs[2].data
     assert len(curves) == 12 and {c.name for c in curves} == set(table.run[table.state == 'done'])
     c = next(c for c in curves if c.name == 'K=5_method=cluspro_seed=1')
     assert list(c.x) == [0.0, 0.2, 0.3 + auc_of('cluspro', 5, 1)] and list(c.y) == [0.8, 0.6, 0.0]
     assert 'K=5_method=cluspro_seed=1' in c.hovertemplate and c.legendgroup == 'cluspro'
     assert c.line.color == next(t for t in auc_traces if t.name == 'cluspro').marker.color
-    st = figs[2].data[0]
+    st = figs[3].data[0]
     assert list(st.x) == ['done', 'failed', 'running', 'not started'] and list(st.y) == [12, 1, 1, 1]
 
 
@@ -197,7 +202,8 @@ def test_write_results_round_trip_and_html(table, sweep, tmp_path):
     assert 'ValueError: bad K' in page and f'href="{rel}/{FAILED}/executed.ipynb"' in page
     assert '<script src="plotly.min.js"></script>' in page and 'https://cdn' not in page and 'cdn.plot.ly' not in page
     assert paths['plotly.min.js'].stat().st_size > 1_000_000
-    assert '14 runs: 12 done, 1 failed, 1 running, 1 not started' in page and page.count('class="plotly-graph-div"') == 3
+    assert '14 runs: 12 done, 1 failed, 1 running, 1 not started' in page and page.count('class="plotly-graph-div"') == 4
+    assert 'How sure: test/AUC over seeds' in page and page.count('>holds<') == 5
     assert not list((tmp_path/'report').glob('.*.tmp'))                        # nothing half-written left behind
     p2 = write_results(sweep)                                                   # default: beside the runs
     assert p2['results.html'] == sweep/'results.html' and f'href="{FAILED}/executed.ipynb"' in p2['results.html'].read_text()
@@ -255,3 +261,24 @@ def test_cli_subprocess(sweep, tmp_path):
     assert (tmp_path/'o'/'results.html').is_file() and str(tmp_path/'o'/'results.parquet') in r.stdout
     r = _cli(tmp_path/'missing')
     assert r.returncode == 1 and 'missing' in r.stderr and 'does not exist' in r.stderr and not r.stdout
+
+
+def test_intervals_over_seeds_and_paired_verdicts(table, sweep):
+    "The seed table and the paired comparisons, by hand: two seeds per configuration, the same seed offset everywhere."
+    from czsl_workbench.results import seed_table, paired_table
+    st = seed_table(table).set_index(['method', 'K'])
+    assert list(st.n) == [2] * 6
+    for m in METHODS:
+        for K in KS:
+            v = [auc_of(m, K, s) for s in SEEDS]; r = st.loc[(m, str(K))]
+            assert np.isclose(r['mean'], np.mean(v)) and np.isclose(r['std'], np.std(v, ddof=1))
+            assert np.isclose(r.ci_high - r['mean'], 12.7062047 * np.std(v, ddof=1) / np.sqrt(2))
+    pt = paired_table(table).set_index(['method', 'K'])
+    assert pt.attrs['baseline'] == {'method': 'cluspro', 'K': '5'} and list(pt.verdict) == ['holds'] * 5
+    assert np.isclose(pt.loc[('csp', '3')].difference, auc_of('cluspro', 5, 0) - auc_of('csp', 3, 0))
+    one = table[table.seed == 0].copy(); one.attrs = table.attrs                    # one seed each: nothing is resolved
+    assert set(paired_table(one).verdict) == {'not resolved at 1 seed'}
+    r = subprocess.run([sys.executable, '-c', 'from czsl_workbench.results import results_cli; results_cli()', str(sweep),
+                        '--out', str(sweep.parent/'cli_report'), '--baseline', 'method=csp', '--baseline', 'K=5'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'paired over the seeds both ran, method=csp, K=5 minus each other configuration' in r.stdout and 'fails' in r.stdout
