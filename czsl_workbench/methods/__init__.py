@@ -7,8 +7,8 @@ __all__ = ['BUILTIN']
 
 # %% ../../nbs/10_methods.ipynb #9176aab4
 from ..fit import register
-from .czsl import ZeroShotMethod, CSPMethod
+from .czsl import ZeroShotMethod, CSPMethod, LinearProbeMethod
 from .cluspro import ClusProMethod
 from .pretrain import CLIPPretrainMethod
 
-BUILTIN = register(ZeroShotMethod, CSPMethod, ClusProMethod, CLIPPretrainMethod)
+BUILTIN = register(ZeroShotMethod, CSPMethod, LinearProbeMethod, ClusProMethod, CLIPPretrainMethod)

@@ -14,8 +14,9 @@ from ..backbones import Backbone, encode_texts, image_features
 from ..fit import Method, CZSLConfig
 
 # %% auto #0
-__all__ = ['BRANCH_SLOTS', 'encode_token_embeddings', 'word_embedding', 'SoftPrompts', 'FeatureAdapter', 'CompositionalCLIP',
-           'ClipZeroShot', 'zero_shot_scores', 'CSPConfig', 'CSPMethod', 'ZeroShotConfig', 'ZeroShotMethod']
+__all__ = ['BRANCH_SLOTS', 'PROBE_FLOOR', 'encode_token_embeddings', 'word_embedding', 'SoftPrompts', 'FeatureAdapter',
+           'CompositionalCLIP', 'ClipZeroShot', 'zero_shot_scores', 'CSPConfig', 'CSPMethod', 'ZeroShotConfig',
+           'ZeroShotMethod', 'PairProbe', 'ProbeConfig', 'LinearProbeMethod']
 
 # %% ../../nbs/11_czsl.ipynb #3ba637e6
 def encode_token_embeddings(clip, x, ids):
@@ -164,3 +165,33 @@ class ZeroShotMethod(CSPMethod):
     def build(self, bb, data, cfg):
         d = data['train'].dset
         return ClipZeroShot(bb.model, bb.tokenizer, d.attrs, d.objs, d.train_pairs, template=cfg.template)
+
+# %% ../../nbs/11_czsl.ipynb #dad09610
+PROBE_FLOOR = -1e4                          # the score of a pair the probe never learned (finite: the evaluator refuses inf)
+
+class PairProbe(nn.Module):
+    "A linear classifier over the train pairs on the frozen image feature; every other pair scores `PROBE_FLOOR`."
+    def __init__(self, dim, train_pairs):
+        super().__init__()
+        self.train_pairs = [tuple(p) for p in train_pairs]; self.col = {p: i for i, p in enumerate(self.train_pairs)}
+        self.head = nn.Linear(dim, len(self.train_pairs))
+    def forward(self, feats): return self.head(feats)                                       # [B, Ptr]
+    def scores(self, feats, pairs):
+        "Scores [N, P] against `pairs`: the logits of the train pairs, `PROBE_FLOOR` for the others."
+        logits, idx = self(feats), torch.tensor([self.col.get(tuple(p), -1) for p in pairs], device=feats.device)   # [N, Ptr], [P]
+        out = logits.new_full((len(feats), len(pairs)), PROBE_FLOOR)
+        out[:, idx >= 0] = logits[:, idx[idx >= 0]]
+        return out
+
+@dataclass
+class ProbeConfig(CZSLConfig):
+    "The supervised ceiling: a linear layer over the train pairs, trained longer and faster than a prompt."
+    epochs: int = 20
+    lr: float = 1e-2
+    wd: float = 0.0
+
+class LinearProbeMethod(Method):
+    "A supervised linear probe over the train pairs: the ceiling of a head on frozen features for seen pairs."
+    name, family, Config, monitor = 'linear-probe', 'czsl', ProbeConfig, 'val_best_seen'
+    def build(self, bb, data, cfg): return PairProbe(bb.embed_dim, data['train'].dset.train_pairs)
+    def loss(self, model, preds, attr, obj, pair): return {'loss': F.cross_entropy(preds, pair)}
