@@ -18,7 +18,7 @@ from .prototypes import PrototypeBank, kmeans, SOLVERS
 from .losses import pcl_loss, pdl_loss, total_loss
 
 # %% auto #0
-__all__ = ['LOSS_PRESETS', 'INFERENCE', 'loss_preset', 'ClusProConfig', 'Disentangler', 'ClusPro', 'assign_prototypes',
+__all__ = ['LOSS_PRESETS', 'INFERENCE', 'SPACES', 'loss_preset', 'ClusProConfig', 'Disentangler', 'ClusPro', 'assign_prototypes',
            'nearest_prototypes', 'cluspro_loss', 'PrototypeSnapshotCB', 'prototype_quality', 'ClusProMethod']
 
 # %% ../../nbs/14_cluspro.ipynb #447259f0
@@ -34,6 +34,7 @@ def loss_preset(name, **overrides) -> dict:
 
 # %% ../../nbs/14_cluspro.ipynb #af411f93
 INFERENCE = ('released-code', 'paper')
+SPACES = ('disentangled', 'branch')                # the embedding the prototypes cluster
 
 @dataclass
 class ClusProConfig(CZSLConfig):
@@ -53,12 +54,14 @@ class ClusProConfig(CZSLConfig):
     attr_dropout: float = 0.3          # dropout on the primitive tokens
     adapter_dim: int = 64              # width of the residual adapter on the frozen feature (0: none)
     head_dropout: float = 0.5          # dropout of the disentanglers
+    space: str = 'disentangled'        # where prototypes live: 'disentangled' (g = D(f), the paper) or 'branch' (z = H(g), normalised)
     def __post_init__(self):
         p = loss_preset(self.preset)
         for k in ('tau', 'alpha', 'beta', 'wd'):
             if getattr(self, k) is None: setattr(self, k, p[k])
         if self.inference not in INFERENCE: raise ValueError(f'inference must be one of {INFERENCE}, got {self.inference!r}')
         if self.solver not in SOLVERS: raise ValueError(f'solver must be one of {SOLVERS}, got {self.solver!r}')
+        if self.space not in SPACES: raise ValueError(f'space must be one of {SPACES}, got {self.space!r}')
         self.ce_weights = list(self.ce_weights)
 
 # %% ../../nbs/14_cluspro.ipynb #a1ebcf40
@@ -78,6 +81,7 @@ class ClusPro(CompositionalCLIP):
         self.attr_bank = PrototypeBank(len(self.attrs), cfg.K, D, cfg.mu, cfg.solver, **(cfg.solver_kw or {}))
         self.obj_bank = PrototypeBank(len(self.objs), cfg.K, D, cfg.mu, cfg.solver, **(cfg.solver_kw or {}))
         self.tau, self.alpha, self.beta, self.ce_weights, self.inference = cfg.tau, cfg.alpha, cfg.beta, tuple(cfg.ce_weights), cfg.inference
+        self.space = cfg.space
         self.register_buffer('attr_ids', torch.arange(len(self.attrs)), persistent=False)
         self.register_buffer('obj_ids', torch.arange(len(self.objs)), persistent=False)
 
@@ -88,6 +92,10 @@ class ClusPro(CompositionalCLIP):
         f = self.adapter(feats); g_a, g_o = self.D_a(f), self.D_o(f)                          # [B, D] each
         return {'pair': F.normalize(f, dim=-1), 'attr': F.normalize(self.H_a(g_a), dim=-1),
                 'obj': F.normalize(self.H_o(g_o), dim=-1), 'g_attr': g_a, 'g_obj': g_o}
+
+    def proto_embeddings(self, img):
+        "The attribute and object embeddings [B, D] the prototypes cluster: `g` (disentangled) or `z` (branch), per `space`."
+        return (img['g_attr'], img['g_obj']) if self.space == 'disentangled' else (img['attr'], img['obj'])
 
     def text_features(self, pair_ao):
         return {'pair': self.prompts('pair', pair_ao), 'attr': self.prompts('attr', self.attr_ids), 'obj': self.prompts('obj', self.obj_ids)}
@@ -120,7 +128,7 @@ def cluspro_loss(model: ClusPro, preds, attr, obj, pair):
              'ce_obj': F.cross_entropy(preds['obj'], obj)}
     weights = {'ce_pair': wc, 'ce_attr': wa, 'ce_obj': wo, 'pcl': model.alpha, 'pdl': model.beta}
     if model.uses_prototypes:
-        g_a, g_o = preds['img']['g_attr'], preds['img']['g_obj']                                  # [B, D]
+        g_a, g_o = model.proto_embeddings(preds['img'])                                          # [B, D]
         la, lo = assign_prototypes(model, g_a, g_o, attr, obj, update=model.training)
         PA, PO = model.attr_bank.flat(), model.obj_bank.flat()                                    # [A*K, D], [O*K, D]
         ta, to = model.attr_bank.global_index(attr, la), model.obj_bank.global_index(obj, lo)     # [B]
@@ -155,11 +163,10 @@ class PrototypeSnapshotCB(Callback):
         if not m.uses_prototypes: return
         m.eval(); dev = m.attr_ids.device; L = self.labels
         with torch.no_grad():
-            img = m.embed_images(self.feats.to(dev))
-            ai, oi = L['attr_idx'].to(dev), L['obj_idx'].to(dev)
-            la, lo = nearest_prototypes(m.attr_bank, img['g_attr'], ai), nearest_prototypes(m.obj_bank, img['g_obj'], oi)
+            (g_a, g_o), ai, oi = m.proto_embeddings(m.embed_images(self.feats.to(dev))), L['attr_idx'].to(dev), L['obj_idx'].to(dev)
+            la, lo = nearest_prototypes(m.attr_bank, g_a, ai), nearest_prototypes(m.obj_bank, g_o, oi)
         snap = dict(self.meta, attrs=m.attrs, objs=m.objs, attr_prototypes=m.attr_bank.prototypes, obj_prototypes=m.obj_bank.prototypes,
-                    attr_counts=m.attr_bank.counts, obj_counts=m.obj_bank.counts, attr_emb=img['g_attr'], obj_emb=img['g_obj'],
+                    attr_counts=m.attr_bank.counts, obj_counts=m.obj_bank.counts, attr_emb=g_a, obj_emb=g_o,
                     attr_idx=L['attr_idx'], obj_idx=L['obj_idx'], pair_idx=L['pair_idx'], seen=L['seen'], attr_assign=la, obj_assign=lo)
         for k, lab, asg in (('attr', L['attr_idx'], la), ('obj', L['obj_idx'], lo)):
             if f'{k}_modes' not in L: continue
@@ -179,9 +186,9 @@ def prototype_quality(model: ClusPro, split: FeatureSplit, seed=0) -> dict:
     d = split.dset; out = {}
     if not model.uses_prototypes: return out
     model.eval(); dev = model.attr_ids.device
-    img = model.embed_images(split.feats.to(dev))
-    la, lo = nearest_prototypes(model.attr_bank, img['g_attr'], d.attr_idx.to(dev)), nearest_prototypes(model.obj_bank, img['g_obj'], d.obj_idx.to(dev))
-    for k, lab, asg, g, names in (('attr', d.attr_idx, la, img['g_attr'], model.attrs), ('obj', d.obj_idx, lo, img['g_obj'], model.objs)):
+    g_a, g_o = model.proto_embeddings(model.embed_images(split.feats.to(dev)))
+    la, lo = nearest_prototypes(model.attr_bank, g_a, d.attr_idx.to(dev)), nearest_prototypes(model.obj_bank, g_o, d.obj_idx.to(dev))
+    for k, lab, asg, g, names in (('attr', d.attr_idx, la, g_a, model.attrs), ('obj', d.obj_idx, lo, g_o, model.objs)):
         modes = getattr(d, f'{k}_modes')
         if modes is None: continue
         K = model.attr_bank.prototypes.shape[1]
