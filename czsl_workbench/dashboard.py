@@ -24,7 +24,7 @@ from .runs import RunDir, RunDirError, load_snapshot, DASHBOARD_CACHE
 __all__ = ['KINDS', 'PALETTE', 'COLOUR_BY', 'MAX_BACKGROUND', 'RunSnapshots', 'cosine_knn', 'projection_path',
            'projection_points', 'umap_projection', 'partner', 'primitive_samples', 'colour_options', 'colour_labels',
            'category_colours', 'prototype_similarity', 'primitive_quality', 'prototype_separation', 'thumbnail',
-           'PrototypeDashboard']
+           'frame', 'PrototypeDashboard']
 
 # %% ../nbs/30_dashboard.ipynb #ffb38f90
 KINDS = {'attr': 'attribute', 'obj': 'object'}
@@ -201,6 +201,14 @@ def _legend(labels, order, colours, n_max=40):
 
 def _red(msg): return f"<span style='color:#b00020'>&#9888; {html.escape(msg)}</span>"
 
+def frame(xy, pad=0.15, min_span=1.0):
+    "Axis ranges ([x0, x1], [y0, y1]) around the finite points `xy` [n, 2], padded by `pad` of their span (None when none)."
+    xy = np.asarray(xy, dtype=float); xy = xy[np.isfinite(xy).all(1)] if len(xy) else xy
+    if not len(xy): return None
+    lo, hi = xy.min(0), xy.max(0); span = np.maximum(hi - lo, max(min_span, 0.05 * float((hi - lo).max())))
+    mid = (lo + hi) / 2
+    return tuple([float(m - (0.5 + pad) * s), float(m + (0.5 + pad) * s)] for m, s in zip(mid, span))
+
 def _update(fig, traces, layout=None):
     "One message to `fig`: `traces` {index: {path: value}}, each path given for every listed trace, and `layout` {path: value}."
     idx = sorted(traces); keys = dict.fromkeys(k for i in idx for k in traces[i])
@@ -274,7 +282,7 @@ def _figures(self: PrototypeDashboard):
     "The figures and side panels, with their fixed traces."
     m = dict(mode='markers', hoverinfo='text')
     self.fig = _figure(500, 600, xaxis_title='UMAP 1', yaxis_title='UMAP 2', showlegend=False)
-    self.fig.add_scatter(name='other samples', mode='markers', hoverinfo='skip', marker=dict(color='#d9d9d9', size=4))
+    self.fig.add_scatter(name='other samples', mode='markers', hoverinfo='skip', marker=dict(color='#d9d9d9', size=3, opacity=0.45))
     self.fig.add_scatter(name='samples', **m, marker=dict(size=8, line=dict(width=0.5, color='white')))
     self.fig.add_scatter(name='prototypes', mode='markers+text', hoverinfo='text', textposition='top center',
                          marker=dict(symbol='diamond', size=18, line=dict(width=2, color='black')))
@@ -363,6 +371,11 @@ def _header(self: PrototypeDashboard):
             f"{len(s['split'])} sample images ({s['split'].count('train')} train, {s['split'].count('test')} test)"]
     return ' · '.join(bits)
 
+def _ranges(fr):
+    "Layout paths that frame the axes on `fr` (autorange when there is nothing to frame)."
+    if fr is None: return {'xaxis.autorange': True, 'yaxis.autorange': True}
+    return {'xaxis.range': fr[0], 'yaxis.range': fr[1]}
+
 @patch
 def _draw_primitive(self: PrototypeDashboard):
     "Scatter, usage, similarity and quality of the selected primitive from the loaded projection (no UMAP)."
@@ -380,7 +393,8 @@ def _draw_primitive(self: PrototypeDashboard):
                        2: dict(x=xy[pk, 0], y=xy[pk, 1], text=[f'p{i}' for i in range(K)], **col[2],
                                hovertext=[f'{name} prototype p{i}<br>used {c:.0f} times in training' for i, c in enumerate(cnt)]),
                        3: dict(x=[], y=[])},
-            {'title.text': f"{KINDS[k]} <b>{html.escape(name)}</b> · epoch {snap['epoch']} · {len(idx)} samples · K={K}"})
+            {'title.text': f"{KINDS[k]} <b>{html.escape(name)}</b> · epoch {snap['epoch']} · {len(idx)} samples · K={K}",
+             **_ranges(frame(np.concatenate([xy[idx], xy[pk]])))})
     self._draw_side(); self._mark_overview()
     self._show_image()
 
