@@ -5,7 +5,7 @@
 # %% ../nbs/02_synthetic.ipynb #e7dc4edc
 from __future__ import annotations
 import argparse, json, math, multiprocessing, os, shutil, tempfile, time
-from dataclasses import dataclass, asdict, fields
+from dataclasses import dataclass, asdict, fields, field, replace
 from functools import lru_cache
 from pathlib import Path
 import numpy as np
@@ -15,13 +15,13 @@ from tqdm.auto import tqdm
 from .core import cache_dir, stable_hash, cache_lock
 
 # %% auto #0
-__all__ = ['OBJECTS', 'ATTRIBUTES', 'LOOK_PARAMS', 'OBJ_MODES', 'SHAPE_CHANGES', 'GLOW', 'PAINTERS', 'SIZES', 'RELATIONS',
-           'TEMPLATES', 'WORLD_VERSION', 'attr_family', 'attr_mode_names', 'attr_mode_table', 'obj_mode_table',
-           'base_shape', 'resample', 'soften', 'waven', 'shape_polygon', 'look_params', 'break_apart', 'paint_plain',
-           'paint_pattern', 'paint_blurred', 'paint_hollow', 'paint_glowing', 'paint_melted', 'WorldConfig',
-           'make_config', 'render_array', 'render_scene', 'render_pair', 'mode_examples', 'make_split', 'phrase',
-           'caption_plan', 'png_bytes', 'render_jobs', 'generate_world', 'world_key', 'world_path', 'load_world_info',
-           'synth_cli']
+__all__ = ['OBJECTS', 'ATTRIBUTES', 'LOOK_PARAMS', 'OBJ_MODES', 'SHAPE_CHANGES', 'GLOW', 'PAINTERS', 'PRETRAIN_DOMAIN',
+           'RENDER_KNOBS', 'SIZES', 'RELATIONS', 'TEMPLATES', 'WORLD_VERSION', 'attr_family', 'attr_mode_names',
+           'attr_mode_table', 'obj_mode_table', 'base_shape', 'resample', 'soften', 'waven', 'shape_polygon',
+           'look_params', 'break_apart', 'paint_plain', 'paint_pattern', 'paint_blurred', 'paint_hollow',
+           'paint_glowing', 'paint_melted', 'WorldConfig', 'make_config', 'render_array', 'render_scene', 'render_pair',
+           'mode_examples', 'make_split', 'phrase', 'partial_phrase', 'caption_plan', 'png_bytes', 'render_jobs',
+           'generate_world', 'world_key', 'world_path', 'load_world_info', 'synth_cli']
 
 # %% ../nbs/02_synthetic.ipynb #b5a41297
 OBJECTS = {  # name: traits that decide attribute modes (roundness: curved outline; compactness: area / bounding
@@ -334,6 +334,9 @@ PAINTERS = {'colour': paint_plain, 'pattern': paint_pattern, 'broken': paint_pla
             'hollow': paint_hollow, 'glowing': paint_glowing, 'melted': paint_melted}
 
 # %% ../nbs/02_synthetic.ipynb #974f7baa
+PRETRAIN_DOMAIN = dict(noise_std=0., clutter=0, occluders=0., rotation=10.)   # the corpus is clean renders (calibrated below)
+RENDER_KNOBS = ('rotation', 'scale', 'jitter', 'clutter', 'noise_std', 'occluders', 'occluder_size', 'mode_distinctness')
+
 @dataclass
 class WorldConfig:
     "Vocabulary, split, sizes and difficulty knobs of a synthetic world (everything but the seed)."
@@ -356,6 +359,8 @@ class WorldConfig:
     occluders: float = .1                    # probability of a bar drawn across the object
     occluder_size: float = .25               # bar thickness up to this share of the object's diameter
     mode_distinctness: float = 1.            # 1: modes as designed; 0: every attribute's modes collapse to one look
+    pretrain_knobs: dict = field(default_factory=lambda: dict(PRETRAIN_DOMAIN))   # rendering knobs of the caption corpus only
+    pretrain_partial: float = .5             # share of one-object captions that name one primitive only ('a striped shape', 'a star')
 
     def __post_init__(self):
         self.objects, self.attributes, self.scale = tuple(self.objects), tuple(self.attributes), tuple(self.scale)
@@ -369,7 +374,12 @@ class WorldConfig:
                   'pair_fraction': 0 < self.pair_fraction <= 1, 'occluders': 0 <= self.occluders <= 1,
                   'pretrain_multi': 0 <= self.pretrain_multi <= 1, 'clutter': self.clutter >= 0,
                   'train_per_pair': self.train_per_pair >= 1, 'eval_per_pair': self.eval_per_pair >= 1,
-                  'n_pretrain': self.n_pretrain >= 0, 'val_unseen': 0 < self.val_unseen < 1, 'test_unseen': 0 < self.test_unseen < 1}
+                  'n_pretrain': self.n_pretrain >= 0, 'val_unseen': 0 < self.val_unseen < 1, 'test_unseen': 0 < self.test_unseen < 1,
+                  'pretrain_partial': 0 <= self.pretrain_partial <= 1}
+        self.pretrain_knobs = dict(self.pretrain_knobs)
+        bad = sorted(set(self.pretrain_knobs) - set(RENDER_KNOBS))
+        if bad: raise ValueError(f'pretrain_knobs {bad} are not rendering knobs; they are {list(RENDER_KNOBS)}')
+        if self.pretrain_knobs: replace(self, pretrain_knobs={}, **self.pretrain_knobs)      # the corpus's knobs are checked too
         wrong = [k for k, ok in checks.items() if not ok]
         if wrong: raise ValueError(f'world knob(s) out of range: ' + ', '.join(f'{k}={getattr(self, k)!r}' for k in wrong))
 
@@ -512,8 +522,13 @@ def phrase(attr, obj) -> str:
     "'a red square', 'an orange star': the noun phrase of a pair."
     return f"{'an' if attr[0] in 'aeiou' else 'a'} {attr} {obj}"
 
-def caption_plan(train_pairs, n, multi=.4, seed=0, amode=None, omode=None) -> list:
-    "`n` caption-corpus rows {caption, objects, relation} built only from `train_pairs`."
+def partial_phrase(attr, obj, which) -> str:
+    "'a striped shape' (which='attr') or 'a star' (which='obj'): a caption that names one primitive of the pair."
+    w = f'{attr} shape' if which == 'attr' else obj
+    return f"{'an' if w[0] in 'aeiou' else 'a'} {w}"
+
+def caption_plan(train_pairs, n, multi=.4, seed=0, amode=None, omode=None, partial=0.) -> list:
+    "`n` caption-corpus rows {caption, objects, relation} built only from `train_pairs`; `partial` of the one-object ones name one primitive."
     rng = np.random.default_rng([seed, 2]); train_pairs = list(train_pairs); rows = []
     if not train_pairs and n: raise ValueError('a caption corpus needs at least one train pair')
     look = lambda a, o: dict(attr=a, obj=o, attr_mode=int(amode[a, o]) if amode else 0, obj_mode=int(omode[a, o]) if omode else 0)
@@ -523,7 +538,9 @@ def caption_plan(train_pairs, n, multi=.4, seed=0, amode=None, omode=None) -> li
             rows.append(dict(caption=f'{phrase(a1, o1)} {rel} {phrase(a2, o2)}', objects=[look(a1, o1), look(a2, o2)], relation=rel))
         else:
             a, o = train_pairs[rng.integers(len(train_pairs))]
-            rows.append(dict(caption=TEMPLATES[rng.integers(len(TEMPLATES))].format(phrase(a, o)), objects=[look(a, o)], relation=None))
+            name = phrase(a, o)
+            if partial and rng.random() < partial: name = partial_phrase(a, o, 'attr' if rng.random() < .5 else 'obj')
+            rows.append(dict(caption=TEMPLATES[rng.integers(len(TEMPLATES))].format(name), objects=[look(a, o)], relation=None))
     return rows
 
 # %% ../nbs/02_synthetic.ipynb #2892590e
@@ -541,8 +558,9 @@ def png_bytes(a, level=1) -> bytes:
 def _render_chunk(args):
     "Worker: render and save one chunk of (stream, index, relative path, objects, relation) jobs."
     cfg, seed, root, jobs = args; cfg = WorldConfig(**cfg)
+    look = {0: cfg, 1: replace(cfg, **cfg.pretrain_knobs)}                      # stream 1, the caption corpus, may look different
     for stream, i, rel, objects, relation in jobs:
-        a = render_array(objects, cfg, np.random.default_rng([seed, stream, i]), relation)
+        a = render_array(objects, look[stream], np.random.default_rng([seed, stream, i]), relation)
         with open(os.path.join(root, rel), 'wb') as f: f.write(png_bytes(a))
     return len(jobs)
 
@@ -574,7 +592,7 @@ def _plan(cfg, seed):
                 k = count[a, o] = count.get((a, o), -1) + 1; rel = f'{a}_{o}/{k}.png'
                 jobs.append((0, len(jobs), f'images/{rel}', [(a, o, amode[a, o], omode[a, o])], None))
                 meta.append(dict(image=rel, attr=a, obj=o, set=st, attr_mode=amode[a, o], obj_mode=omode[a, o]))
-    caps = caption_plan(sp['train'], cfg.n_pretrain, cfg.pretrain_multi, seed, amode, omode)
+    caps = caption_plan(sp['train'], cfg.n_pretrain, cfg.pretrain_multi, seed, amode, omode, cfg.pretrain_partial)
     for n, r in enumerate(caps):
         r['image'] = f'images/{n}.png'
         jobs.append((1, n, f'pretrain/images/{n}.png', [(o['attr'], o['obj'], o['attr_mode'], o['obj_mode']) for o in r['objects']], r['relation']))
