@@ -24,8 +24,8 @@ __all__ = ['MARKER', 'BOOK_PARTS', 'BOOK', 'SECTIONS', 'NAV_GROUPS', 'book_part'
 MARKER = '.czsl-docs'                                      # written last into every site: marks a folder as ours to replace
 BOOK_PARTS = (('Foundation', 0), ('Methods', 10), ('Lab', 30))    # a chapter's part: from the first number its name starts with
 BOOK = tuple(p for p, _ in BOOK_PARTS)
-SECTIONS = (*BOOK, 'Experiments', 'Benchmarks', 'Runs')
-NAV_GROUPS = (BOOK, ('Experiments',), ('Benchmarks',), ('Runs',))   # previous / next run through the whole book
+SECTIONS = (*BOOK, 'Experiments', 'Records', 'Benchmarks', 'Runs')
+NAV_GROUPS = (BOOK, ('Experiments',), ('Records',), ('Benchmarks',), ('Runs',))   # previous / next run through the whole book
 
 def book_part(name) -> str:
     "The part of the book chapter file `name` belongs to (the introduction opens it; an unnumbered chapter closes it)."
@@ -146,7 +146,8 @@ def collect_pages(nbs, runs=()) -> list:
     nbs, pages = Path(nbs), []
     chapters = sorted(_notebooks(nbs), key=lambda p: (p.name != 'index.ipynb', p.name))
     pages += [dict(section=book_part(p.name), src=p, html=f'chapters/{p.stem}.html', title=p.stem) for p in chapters]
-    for section, folder, files in (('Experiments', 'experiments', _notebooks(nbs/'experiments')), ('Benchmarks', 'benchmarks', _notebooks(nbs/'benchmarks'))):
+    for section, folder, files in (('Experiments', 'experiments', _notebooks(nbs/'experiments')), ('Records', 'records', _notebooks(nbs/'records')),
+                                   ('Benchmarks', 'benchmarks', _notebooks(nbs/'benchmarks'))):
         pages += [dict(section=section, src=p, html=f'{folder}/{p.stem}.html', title=p.stem) for p in files]
     names = set()
     for root in runs:

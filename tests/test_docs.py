@@ -59,7 +59,7 @@ def real_site(tmp_path_factory):
 def test_every_notebook_has_a_page(real_site):
     index, m = real_site
     expected = {f'chapters/{p.stem}.html' for p in NBS.glob('*.ipynb') if not p.name.startswith(('_', '.'))}
-    expected |= {f'{d}/{p.stem}.html' for d in ('experiments', 'benchmarks') for p in (NBS/d).glob('*.ipynb')}
+    expected |= {f'{d}/{p.stem}.html' for d in ('experiments', 'records', 'benchmarks') for p in (NBS/d).glob('*.ipynb')}
     assert len(expected) >= 15 and 'chapters/00_core.html' in expected and 'experiments/01_cluspro.html' in expected
     assert {p['html'] for p in m['pages'] if p['status'] == 'ok'} >= expected
     assert all((index.parent/h).is_file() for h in expected)
