@@ -5,7 +5,7 @@ import numpy as np, pytest, torch
 from PIL import Image
 from czsl_workbench import synthetic
 from czsl_workbench.synthetic import (generate_world, world_path, make_split, attr_mode_table, obj_mode_table,
-                                      load_world_info, render_pair, ATTRIBUTES, OBJECTS)
+                                      load_world_info, render_pair, partial_phrase, ATTRIBUTES, OBJECTS)
 
 META = 'metadata_compositional-split-natural.t7'
 SPLIT = 'compositional-split-natural'
@@ -100,17 +100,21 @@ def test_captions_bind_only_train_pairs_and_use_their_own_images(worlds):
     rows = [json.loads(l) for l in (w/'pretrain'/'captions.jsonl').read_text().splitlines()]
     assert len(rows) == info['counts']['pretrain']['images'] > 0
     train = set(read_pairs(w, 'train')); unseen = {tuple(p.split()) for k in ('val_unseen', 'test_unseen') for p in info['pairs'][k]}
-    singles = multis = 0
+    singles = multis = partials = 0
     for r in rows:
         assert set(r) >= {'image', 'caption', 'objects'} and (w/'pretrain'/r['image']).is_file()
         for o in r['objects']:
             assert (o['attr'], o['obj']) in train
             assert o['attr_mode'] == info['attr_mode'][f"{o['attr']} {o['obj']}"] and o['obj_mode'] == info['obj_mode'][f"{o['attr']} {o['obj']}"]
-            assert f"{o['attr']} {o['obj']}" in r['caption']
+            if len(r['objects']) == 2: assert f"{o['attr']} {o['obj']}" in r['caption']
+        if len(r['objects']) == 1:                     # one object: the pair's phrase, or a partial one naming one primitive
+            a, o = o['attr'], o['obj']; full = f'{a} {o}' in r['caption']
+            assert full or partial_phrase(a, o, 'attr') in r['caption'] or partial_phrase(a, o, 'obj') in r['caption'], r['caption']
+            partials += not full
         for a, o in unseen: assert f' {a} {o}' not in f" {r['caption']}", f'caption binds unseen pair {a} {o}'
         if len(r['objects']) == 2: multis += 1; assert r['relation'] in r['caption']
         else: singles += 1
-    assert singles and multis
+    assert singles and multis and 0 < partials < singles      # the default pretrain_partial=.5 shows both kinds
     czsl = {v for k, v in file_hashes(w/'images').items()}
     pre = {v for k, v in file_hashes(w/'pretrain'/'images').items()}
     assert len(pre) == len(rows) and not czsl & pre
