@@ -20,8 +20,8 @@ from .core import cache_dir, atomic_torch_save, stable_hash, file_sha256, cache_
 __all__ = ['PHASES', 'CLIP_MEAN', 'CLIP_STD', 'DatasetError', 'MissingDataError', 'make_czsl_fixture', 'read_pairs', 'SplitVocab',
            'parse_split', 'open_world_pairs', 'load_metadata', 'phase_entries', 'open_rgb', 'missing_images',
            'meta_int_array', 'CompositionDataset', 'clip_transform', 'prompt_name', 'pair_prompts', 'FeatureCacheError',
-           'FeatureCache', 'dataset_key', 'dataset_labels', 'encode_dataset', 'dataset_features', 'load_caption_corpus',
-           'CaptionData', 'data_identity']
+           'FeatureCache', 'dataset_key', 'dataset_labels', 'encode_dataset', 'dataset_features', 'caption_rows',
+           'load_caption_corpus', 'CaptionData', 'data_identity']
 
 # %% ../nbs/01_data.ipynb #b3163a76
 class DatasetError(ValueError):
@@ -365,17 +365,41 @@ def dataset_features(dset, encode_fn, key=None, batch_size=256, cache=None, num_
     return {**feats, **dataset_labels(dset)}
 
 # %% ../nbs/01_data.ipynb #54cbff09
-def load_caption_corpus(world_dir, image_size=None, limit=None):
-    "The caption corpus `pretrain/captions.jsonl` of a world folder as (uint8 images [N, 3, H, W], captions list)."
-    d = Path(world_dir)/'pretrain'; f = d/'captions.jsonl'
-    if not f.exists(): raise MissingDataError(f'no caption corpus at {f}: generate the world with `czsl-data synth --out {world_dir}`')
+def _jsonl_rows(f) -> list[dict]:
+    "The rows of a captions.jsonl file; a malformed line is an error naming the file and line."
     rows = []
-    for i, line in enumerate(f.read_text().splitlines(), 1):
+    for i, line in enumerate(Path(f).read_text().splitlines(), 1):
         if not line.strip(): continue
         try: r = json.loads(line)
         except ValueError as e: raise DatasetError(f'{f}, line {i}: not JSON ({e})') from None
         if not isinstance(r, dict) or not {'image', 'caption'} <= set(r): raise DatasetError(f"{f}, line {i}: needs 'image' and 'caption', got {line[:80]!r}")
         rows.append(r)
+    return rows
+
+def _csv_rows(f, img_key='filepath', caption_key='title', sep='\t') -> list[dict]:
+    "The rows of an open_clip-style caption CSV as {image, caption}; missing columns or empty cells name the file and row."
+    import pandas as pd
+    try: df = pd.read_csv(f, sep=sep, dtype=str, keep_default_na=False)
+    except Exception as e: raise DatasetError(f'{f}: not a readable CSV with separator {sep!r} ({type(e).__name__}: {e})') from None
+    miss = [k for k in (img_key, caption_key) if k not in df.columns]
+    if miss: raise DatasetError(f'{f}: no column(s) {miss}; its columns are {list(df.columns)} (set img_key= / caption_key=, '
+                                f"open_clip's --csv-img-key / --csv-caption-key, and sep= for --csv-separator)")
+    bad = df.index[(df[img_key].str.strip() == '') | (df[caption_key].str.strip() == '')]
+    if len(bad): raise DatasetError(f'{f}: row {int(bad[0]) + 2} has an empty {img_key!r} or {caption_key!r}')
+    return [dict(image=i, caption=c) for i, c in zip(df[img_key], df[caption_key])]
+
+def caption_rows(source, img_key='filepath', caption_key='title', sep='\t') -> tuple[Path, list[dict]]:
+    "(folder the image paths are relative to, rows with `image` and `caption`) of a world, a captions.jsonl folder or a CSV."
+    p = Path(source)
+    if p.is_file(): return p.parent, _csv_rows(p, img_key, caption_key, sep)
+    d = p if (p/'captions.jsonl').is_file() else p/'pretrain'; f = d/'captions.jsonl'
+    if not f.exists(): raise MissingDataError(f'no caption corpus at {f}: generate the world with `czsl-data synth --out {source}`, '
+                                              'or pass a folder with captions.jsonl or an image-caption CSV')
+    return d, _jsonl_rows(f)
+
+def load_caption_corpus(source, image_size=None, limit=None, **csv):
+    "A caption corpus (world folder, captions.jsonl folder or CSV; `csv`: img_key, caption_key, sep) as (uint8 [N, 3, H, W], captions)."
+    d, rows = caption_rows(source, **csv)
     imgs = []
     for r in rows[:limit]:
         im = open_rgb(d/r['image'])                                                 # names a missing or undecodable file
@@ -395,6 +419,7 @@ class CaptionData(torch.utils.data.Dataset):
 
 # %% ../nbs/01_data.ipynb #7cfe382b
 def data_identity(root) -> str:
-    "`world:<sha256 of world.json>` for a generated world, else `path:<resolved root>`."
-    w = Path(root)/'world.json'
-    return f'world:{file_sha256(w, n=64)}' if w.is_file() else f'path:{Path(root).resolve()}'
+    "`world:<sha256>` of a world's world.json, `corpus:<sha256>` of a scene corpus's corpus.json, else `path:<resolved root>`."
+    for kind, name in (('world', 'world.json'), ('corpus', 'corpus.json')):
+        if (Path(root)/name).is_file(): return f'{kind}:{file_sha256(Path(root)/name, n=64)}'
+    return f'path:{Path(root).resolve()}'

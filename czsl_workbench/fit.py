@@ -56,6 +56,9 @@ class Method:
     def loss(self, model, preds, *targets):
         "The training loss of `preds` against the batch's targets: a tensor, or a dict with the total under 'loss'."
         raise NotImplementedError(f'{type(self).__name__} must define loss(model, preds, *targets)')
+    def dataset(self, model, data, cfg):
+        "The training set, when the method feeds its model other batches than its family does (None: the family's)."
+        return None
     def callbacks(self, model, data, cfg, run, seed) -> list:
         "Extra training callbacks (none by default)."
         return []
@@ -103,7 +106,12 @@ class Family:
     def prepare(self, bb, root, data, cache, progress):
         "The data the method is built and trained on (`data` when given ready-made)."
         return data
-    def dataloaders(self, model, data, cfg) -> DataLoaders: raise NotImplementedError
+    def dataset(self, model, data, cfg) -> torch.utils.data.Dataset:
+        "The training set the family feeds its methods (a method may declare its own, see `Method.dataset`)."
+        raise NotImplementedError(f'{type(self).__name__} must define dataset(model, data, cfg)')
+    def dataloaders(self, ds, cfg) -> DataLoaders:
+        "Shuffled batches of `ds`; the last short batch is dropped when there is more than one batch."
+        return DataLoaders(torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=True, drop_last=len(ds) > cfg.batch_size))
     def callbacks(self, model, data, cfg, monitor) -> list: return []
     def report(self, model, data) -> dict: return {}
     def finish(self, model, run, params) -> dict: return {}
@@ -159,10 +167,7 @@ class CZSLFamily(Family):
     "Heads on cached frozen image features: val AUC selects the epoch; test reported closed and open world."
     name, monitor = 'czsl', 'val_AUC'
     def prepare(self, bb, root, data, cache, progress): return data or load_splits(bb, root, cache, progress=progress)
-    def dataloaders(self, model, splits, cfg):
-        tr = splits['train']
-        ds = torch.utils.data.TensorDataset(*tr.train_tensors())
-        return DataLoaders(torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=len(tr) > cfg.batch_size))
+    def dataset(self, model, splits, cfg): return torch.utils.data.TensorDataset(*splits['train'].train_tensors())
     def callbacks(self, model, splits, cfg, monitor):
         val = lambda learn: {f'val_{k}': v for k, v in evaluate_split(learn.model, splits['val']).items() if not isinstance(v, dict)}
         return [EvalCB(val), EarlyStoppingCB(monitor, cfg.patience)]
@@ -185,10 +190,9 @@ class BackboneFamily(Family):
     "A backbone trained on image–caption pairs: batches of (image, tokens, caption id); saved as `RUN/model/`."
     name, monitor, n_inp = 'backbone', None, 2
     def prepare(self, bb, root, data, cache, progress): return data if data is not None else Path(root)
-    def dataloaders(self, model, data, cfg):
+    def dataset(self, model, data, cfg):
         bb = model.backbone
-        ds = data if isinstance(data, CaptionData) else CaptionData(*load_caption_corpus(data, bb.image_size, cfg.limit), bb.tokenizer)
-        return DataLoaders(torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=True, drop_last=len(ds) > cfg.batch_size))
+        return data if isinstance(data, CaptionData) else CaptionData(*load_caption_corpus(data, bb.image_size, cfg.limit), bb.tokenizer)
     def finish(self, model, run, params):
         record = dict(parameters=params, device=str(model_device(model)), threads=torch.get_num_threads(), data=data_identity(params['root']))
         out = save_local_dir(model.backbone.model.cpu(), model.backbone.name, run.file(MODEL), record=record)
@@ -212,7 +216,8 @@ def fit_method(method, bb, root, run_dir, seed=0, data=None, cache=None, progres
         model = m.build(bb, data, cfg).to(device or default_device())
         history, n_train = [], None
         if cfg.epochs > 0 and any(p.requires_grad for p in model.parameters()):
-            dls = fam.dataloaders(model, data, cfg); n_train = len(dls.train.dataset)
+            ds = m.dataset(model, data, cfg)
+            dls = fam.dataloaders(fam.dataset(model, data, cfg) if ds is None else ds, cfg); n_train = len(dls.train.dataset)
             cbs = [*default_cbs(run.path, monitor=monitor, resume=resume, parameters=params, progress=progress, nonfinite=nonfinite),
                    *fam.callbacks(model, data, cfg, monitor), SchedCB(cosine_schedule(cfg.warmup)), GradClipCB(cfg.grad_clip), *cbs,
                    *m.callbacks(model, data, cfg, run, seed)]

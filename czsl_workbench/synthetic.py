@@ -19,9 +19,9 @@ __all__ = ['OBJECTS', 'ATTRIBUTES', 'LOOK_PARAMS', 'OBJ_MODES', 'SHAPE_CHANGES',
            'RENDER_KNOBS', 'SIZES', 'RELATIONS', 'TEMPLATES', 'WORLD_VERSION', 'attr_family', 'attr_mode_names',
            'attr_mode_table', 'obj_mode_table', 'base_shape', 'resample', 'soften', 'waven', 'shape_polygon',
            'look_params', 'break_apart', 'paint_plain', 'paint_pattern', 'paint_blurred', 'paint_hollow',
-           'paint_glowing', 'paint_melted', 'WorldConfig', 'make_config', 'render_array', 'render_scene', 'render_pair',
-           'mode_examples', 'make_split', 'phrase', 'partial_phrase', 'caption_plan', 'png_bytes', 'render_jobs',
-           'generate_world', 'world_key', 'world_path', 'load_world_info', 'synth_cli']
+           'paint_glowing', 'paint_melted', 'WorldConfig', 'make_config', 'render_array', 'paint_objects',
+           'render_scene', 'render_pair', 'mode_examples', 'make_split', 'phrase', 'partial_phrase', 'caption_plan',
+           'png_bytes', 'render_jobs', 'generate_world', 'world_key', 'world_path', 'load_world_info', 'synth_cli']
 
 # %% ../nbs/02_synthetic.ipynb #b5a41297
 OBJECTS = {  # name: traits that decide attribute modes (roundness: curved outline; compactness: area / bounding
@@ -465,13 +465,17 @@ def render_array(objects, cfg=None, rng=None, relation=None) -> np.ndarray:
     fills = [_fill(a, am, cfg, rng) for a, o, am, om in objects]
     canvas, bg = _background(S, np.mean([_luminance(f) for f in fills]), any(a == 'glowing' for a, *_ in objects), rng)  # RGB [S, S]
     _clutter(canvas, cfg.clutter, rng)
+    paint_objects(canvas, objects, poses, fills, bg, cfg, rng)
+    return _finish(canvas, cfg, rng)
+
+def paint_objects(canvas, objects, poses, fills, bg, cfg, rng):
+    "Draw `objects` (attr, obj, attr_mode, obj_mode) at `poses` (centre, radius, angle) in `fills`, then occluders."
     for (a, o, am, om), (center, radius, angle), fill in zip(objects, poses, fills):
-        P, poly = look_params(a, am, d), shape_polygon(o, om, d)
+        P, poly = look_params(a, am, cfg.mode_distinctness), shape_polygon(o, om, cfg.mode_distinctness)
         polys = break_apart(resample(poly, 128), *P, rng=rng) if a == 'broken' else [poly]
         polys = [_place(p, center, radius, angle) for p in polys]
         PAINTERS.get(a, PAINTERS.get(attr_family(a)))(canvas, polys, fill, P, center, radius, rng, a, bg)
     for center, radius, _ in poses: _occlude(canvas, center, radius, cfg, rng)
-    return _finish(canvas, cfg, rng)
 
 def render_scene(objects, cfg=None, rng=None, relation=None) -> Image.Image:
     "`render_array` as a PIL image."
@@ -564,17 +568,18 @@ def _render_chunk(args):
         with open(os.path.join(root, rel), 'wb') as f: f.write(png_bytes(a))
     return len(jobs)
 
-def render_jobs(jobs, cfg, seed, root, workers=None, progress=True, chunk=64):
-    "Render `jobs` into `root` on `workers` processes (default: all cores for large jobs), with a progress bar."
+def render_jobs(jobs, cfg, seed, root, workers=None, progress=True, chunk=64, worker=None, desc='rendering world'):
+    "Render `jobs` into `root` with `worker` (default `_render_chunk`) on `workers` processes (default: all cores for large jobs)."
+    worker = worker or _render_chunk
     if workers is None: workers = min(os.cpu_count() or 1, max(1, len(jobs) // 100))
     chunks = [(asdict(cfg), seed, str(root), jobs[i:i + chunk]) for i in range(0, len(jobs), chunk)]
-    with tqdm(total=len(jobs), desc='rendering world', unit='img', disable=not progress) as bar:
+    with tqdm(total=len(jobs), desc=desc, unit='img', disable=not progress) as bar:
         if workers <= 1:
-            for c in chunks: bar.update(_render_chunk(c))
+            for c in chunks: bar.update(worker(c))
             return
         ctx = multiprocessing.get_context('fork' if 'fork' in multiprocessing.get_all_start_methods() else 'spawn')
         with ctx.Pool(workers) as pool:
-            for n in pool.imap_unordered(_render_chunk, chunks): bar.update(n)
+            for n in pool.imap_unordered(worker, chunks): bar.update(n)
 
 # %% ../nbs/02_synthetic.ipynb #5f7f1e13
 def _pairs_key(p): return f'{p[0]} {p[1]}'
