@@ -10,5 +10,7 @@ from ..fit import register
 from .czsl import ZeroShotMethod, CSPMethod, LinearProbeMethod
 from .cluspro import ClusProMethod
 from .pretrain import CLIPPretrainMethod
+from .c2lip import FinetuneMethod, NegCLIPMethod, C2LIPMethod
 
-BUILTIN = register(ZeroShotMethod, CSPMethod, LinearProbeMethod, ClusProMethod, CLIPPretrainMethod)
+BUILTIN = register(ZeroShotMethod, CSPMethod, LinearProbeMethod, ClusProMethod, CLIPPretrainMethod,
+                   FinetuneMethod, NegCLIPMethod, C2LIPMethod)
