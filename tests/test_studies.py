@@ -33,16 +33,16 @@ def test_prototype_study_reads_a_sweep_and_draws_the_extremes(tmp_path):
 
 def test_c2lip_experiment_trains_every_row_and_reads_them_with_the_probe(tmp_path):
     pm.execute_notebook(str(EXP/'05_c2lip.ipynb'), str(tmp_path/'out.ipynb'), progress_bar=False,
-                        parameters=dict(progress=False, out_dir=str(tmp_path), csp_rows=['standard', 'C2LIP']))
+                        parameters=dict(progress=False, out_dir=str(tmp_path), head_rows=['standard', 'C2LIP']))
     m = json.loads((tmp_path/'metrics.json').read_text())
-    rows = {'pretrained', 'standard', 'NegCLIP-style', 'C2LIP', 'C2LIP w/o XAC', 'C2LIP w/o NPC'}
+    rows = {'pretrained', 'standard', 'NegCLIP-style', 'C2LIP', 'C2LIP w/o XAC', 'C2LIP w/o NPC', 'C2LIP (code labels)'}
     assert set(m['table']) == rows and all(m['table'][r]['zs AUC']['n'] == 2 for r in rows)
     assert m['table']['pretrained']['zs AUC']['std'] == 0.0                     # one backbone, replicated over seeds
     kinds = ('replace-att', 'replace-obj', 'replace-rel', 'swap-att', 'swap-obj', 'add-att')
     assert {f'probe {s}/{k}' for s in ('seen', 'unseen') for k in kinds} <= set(m['table']['C2LIP'])
     for s in ('seen', 'unseen'):                                                 # a bag of words cannot tell a swap
         assert m['controls'][f'bag of words ({s})']['swap-att'] == .5 and m['controls'][f'chance ({s})']['swap-obj'] == .5
-    assert {'retrieval i2t_R@1', 'retrieval t2i_R@5'} <= set(m['table']['standard']) and set(m['csp']) == {'standard', 'C2LIP'}
+    assert {'retrieval i2t_R@1', 'retrieval t2i_R@5'} <= set(m['table']['standard']) and set(m['heads']['csp']) == {'standard', 'C2LIP'}
     for name, c in m['checks'].items():
         assert c['verdict'] in ('holds', 'fails') or c['verdict'].startswith('not resolved'), (name, c)
     h = [json.loads(l) for l in (tmp_path/'runs'/'C2LIP'/'seed1'/'history.jsonl').read_text().splitlines()]
@@ -50,6 +50,8 @@ def test_c2lip_experiment_trains_every_row_and_reads_them_with_the_probe(tmp_pat
     h = [json.loads(l) for l in (tmp_path/'runs'/'C2LIP_wo_XAC'/'seed0'/'history.jsonl').read_text().splitlines()]
     assert 'train_xac' not in h[0] and 'train_npc' in h[0]
     assert (tmp_path/'evals'/'NegCLIP-style'/'seed1'/'metrics.json').is_file()
+    p = json.loads((tmp_path/'runs'/'C2LIP_code_labels'/'seed0'/'parameters.json').read_text())
+    assert p['multi_positive'] is False and p['npc'] == 1.0
 
 def test_c2lip_experiment_runs_on_a_caption_csv_by_parameter(tmp_path):
     "The real-data path: the training corpus is an open_clip-style CSV; the world still gives the probe and the floor."
@@ -62,7 +64,7 @@ def test_c2lip_experiment_runs_on_a_caption_csv_by_parameter(tmp_path):
     (tmp_path/'train.csv').write_text('\n'.join(lines) + '\n')
     pm.execute_notebook(str(EXP/'05_c2lip.ipynb'), str(tmp_path/'out.ipynb'), progress_bar=False,
                         parameters=dict(progress=False, out_dir=str(tmp_path/'out'), corpus=str(tmp_path/'train.csv'),
-                                        seeds=[0], csp_rows=[], finetune={'epochs': 1, 'batch_size': 4}))
+                                        seeds=[0], head_rows=[], finetune={'epochs': 1, 'batch_size': 4}))
     m = json.loads((tmp_path/'out'/'metrics.json').read_text())
     assert m['corpus'] == str(tmp_path/'train.csv') and m['table']['C2LIP']['zs AUC']['n'] == 1
     assert not any(k.startswith('retrieval') for k in m['table']['C2LIP'])      # no held-out scenes for a CSV corpus
