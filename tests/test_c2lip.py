@@ -74,3 +74,16 @@ def test_scene_corpus_is_cached_keyed_and_never_half_written(tmp_path, monkeypat
     with pytest.raises(RuntimeError, match='renderer crashed'): scenes.generate_scene_corpus(w, out, n=4, n_heldout=0, workers=1, progress=False)
     assert not out.exists() and not list(tmp_path.iterdir())
     with pytest.raises(FileNotFoundError, match='not a generated world'): scenes.scene_corpus(tmp_path, n=2)
+
+def test_sigmoid_form_trains_the_models_own_bias_or_a_training_only_one(tmp_path, micro):
+    "SigLIP-style: a model with `logit_bias` trains it (and keeps it); a CLIP without one gets a wrapper bias that is not saved."
+    csv = write_csv(tmp_path/'data', n=12)
+    sig = create_backbone('czsl-vit-micro', device='cpu', init_logit_bias=-10.)
+    assert ConceptStep(sig, method_config('c2lip', form='sigmoid')).bias is None
+    m = fit_method('c2lip', sig, csv, tmp_path/'sig', form='sigmoid', epochs=2, batch_size=6, lr=1e-2, progress=False)
+    out = create_backbone(m['model'], device='cpu')
+    assert set(out.model.state_dict()) == set(sig.model.state_dict()) and float(out.model.logit_bias) != -10.
+    h = RunDir(tmp_path/'sig').read_history()
+    assert all(np.isfinite(r['train_contrastive']) and np.isfinite(r['train_xac']) for r in h)
+    m2 = fit_method('clip-finetune', micro, csv, tmp_path/'plain', form='sigmoid', epochs=1, batch_size=6, progress=False)
+    assert 'logit_bias' not in create_backbone(m2['model'], device='cpu').model.state_dict()
