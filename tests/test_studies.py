@@ -62,11 +62,18 @@ def test_c2lip_experiment_runs_on_a_caption_csv_by_parameter(tmp_path):
         a = np.full((32, 32, 3), 128, np.uint8); a[8:24, 8:24] = rgb; Image.fromarray(a).save(tmp_path/'img'/f'{i}.png')
         lines.append(f'img/{i}.png\tA photo of a {c} square on a table.')
     (tmp_path/'train.csv').write_text('\n'.join(lines) + '\n')
+    (tmp_path/'sc').mkdir()                                                     # SugarCrepe's layout over the same images
+    for kind in ('swap_att', 'add_obj'):
+        (tmp_path/'sc'/f'{kind}.json').write_text(json.dumps({str(i): {'filename': f'{i}.png', 'caption': 'a red square',
+                                                                       'negative_caption': 'a blue square'} for i in range(3)}))
     pm.execute_notebook(str(EXP/'05_c2lip.ipynb'), str(tmp_path/'out.ipynb'), progress_bar=False,
                         parameters=dict(progress=False, out_dir=str(tmp_path/'out'), corpus=str(tmp_path/'train.csv'),
-                                        seeds=[0], head_rows=[], finetune={'epochs': 1, 'batch_size': 4}))
+                                        seeds=[0], head_rows=[], finetune={'epochs': 1, 'batch_size': 4},
+                                        sugarcrepe=str(tmp_path/'sc'), coco_images=str(tmp_path/'img')))
     m = json.loads((tmp_path/'out'/'metrics.json').read_text())
     assert m['corpus'] == str(tmp_path/'train.csv') and m['table']['C2LIP']['zs AUC']['n'] == 1
     assert not any(k.startswith('retrieval') for k in m['table']['C2LIP'])      # no held-out scenes for a CSV corpus
+    assert {'probe sugarcrepe/swap-att', 'probe sugarcrepe/add-obj'} <= set(m['table']['C2LIP'])
+    assert 'blind LM (sugarcrepe)' not in m['controls'] and m['controls']['chance (sugarcrepe)']['add-obj'] == .5
     p = json.loads((tmp_path/'out'/'runs'/'C2LIP'/'seed0'/'parameters.json').read_text())
     assert p['root'] == str(tmp_path/'train.csv') and p['img_key'] == 'filepath'
