@@ -176,7 +176,7 @@ def save_local_dir(bb_model, name, out, record=None):
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     cfg = open_clip.get_model_config(name) if not name.startswith('local-dir:') else json.loads((Path(name[10:])/'open_clip_config.json').read_text())['model_cfg']
     if getattr(bb_model, 'logit_bias', None) is not None and 'init_logit_bias' not in cfg:    # built with a bias the config lacks
-        cfg = {**cfg, 'init_logit_bias': float(bb_model.logit_bias)}
+        cfg = {**cfg, 'init_logit_bias': float(bb_model.logit_bias.detach())}
     atomic_torch_save(bb_model.state_dict(), out/'open_clip_pytorch_model.bin')
     atomic_write_json(out/'open_clip_config.json', {'model_cfg': cfg, 'preprocess_cfg': {
         'size': cfg['vision_cfg']['image_size'], 'mean': list(CLIP_MEAN), 'std': list(CLIP_STD),
