@@ -82,7 +82,7 @@ def test_sigmoid_form_trains_the_models_own_bias_or_a_training_only_one(tmp_path
     assert ConceptStep(sig, method_config('c2lip', form='sigmoid')).bias is None
     m = fit_method('c2lip', sig, csv, tmp_path/'sig', form='sigmoid', epochs=2, batch_size=6, lr=1e-2, progress=False)
     out = create_backbone(m['model'], device='cpu')
-    assert set(out.model.state_dict()) == set(sig.model.state_dict()) and float(out.model.logit_bias) != -10.
+    assert set(out.model.state_dict()) == set(sig.model.state_dict()) and out.model.logit_bias.item() != -10.
     h = RunDir(tmp_path/'sig').read_history()
     assert all(np.isfinite(r['train_contrastive']) and np.isfinite(r['train_xac']) for r in h)
     m2 = fit_method('clip-finetune', micro, csv, tmp_path/'plain', form='sigmoid', epochs=1, batch_size=6, progress=False)
