@@ -20,8 +20,9 @@ __all__ = ['OBJECTS', 'ATTRIBUTES', 'LOOK_PARAMS', 'OBJ_MODES', 'SHAPE_CHANGES',
            'attr_mode_table', 'obj_mode_table', 'base_shape', 'resample', 'soften', 'waven', 'shape_polygon',
            'look_params', 'break_apart', 'paint_plain', 'paint_pattern', 'paint_blurred', 'paint_hollow',
            'paint_glowing', 'paint_melted', 'WorldConfig', 'make_config', 'render_array', 'paint_objects',
-           'render_scene', 'render_pair', 'mode_examples', 'make_split', 'phrase', 'partial_phrase', 'caption_plan',
-           'png_bytes', 'render_jobs', 'generate_world', 'world_key', 'world_path', 'load_world_info', 'synth_cli']
+           'render_scene', 'render_pair', 'mode_examples', 'make_split', 'phrase', 'pair_caption', 'partial_phrase',
+           'caption_plan', 'png_bytes', 'render_jobs', 'generate_world', 'world_key', 'world_path', 'load_world_info',
+           'world_pairs', 'world_config', 'synth_cli']
 
 # %% ../nbs/02_synthetic.ipynb #b5a41297
 OBJECTS = {  # name: traits that decide attribute modes (roundness: curved outline; compactness: area / bounding
@@ -526,6 +527,10 @@ def phrase(attr, obj) -> str:
     "'a red square', 'an orange star': the noun phrase of a pair."
     return f"{'an' if attr[0] in 'aeiou' else 'a'} {attr} {obj}"
 
+def pair_caption(p1, relation, p2) -> str:
+    "The caption of a two-object scene, (attr, obj) `p1` placed `relation` of `p2`: 'a red square left of a blue star'."
+    return f'{phrase(*p1)} {relation} {phrase(*p2)}'
+
 def partial_phrase(attr, obj, which) -> str:
     "'a striped shape' (which='attr') or 'a star' (which='obj'): a caption that names one primitive of the pair."
     w = f'{attr} shape' if which == 'attr' else obj
@@ -539,7 +544,7 @@ def caption_plan(train_pairs, n, multi=.4, seed=0, amode=None, omode=None, parti
     for _ in range(n):
         if rng.random() < multi:
             (a1, o1), (a2, o2) = (train_pairs[i] for i in rng.integers(len(train_pairs), size=2)); rel = RELATIONS[rng.integers(4)]
-            rows.append(dict(caption=f'{phrase(a1, o1)} {rel} {phrase(a2, o2)}', objects=[look(a1, o1), look(a2, o2)], relation=rel))
+            rows.append(dict(caption=pair_caption((a1, o1), rel, (a2, o2)), objects=[look(a1, o1), look(a2, o2)], relation=rel))
         else:
             a, o = train_pairs[rng.integers(len(train_pairs))]
             name = phrase(a, o)
@@ -670,6 +675,17 @@ def load_world_info(path) -> dict:
     f = Path(path) / 'world.json'
     if not f.exists(): raise FileNotFoundError(f'{f} not found: {path} is not a generated world (czsl-data synth --out {path})')
     return json.loads(f.read_text())
+
+def world_pairs(info, split) -> list:
+    "The (attr, obj) pairs of `split` ('train', 'val_unseen', 'test_unseen', ...) in a world's `world.json` dict."
+    return [tuple(p.split(' ', 1)) for p in info['pairs'][split]]
+
+def world_config(info, domain) -> WorldConfig:
+    "The `WorldConfig` of a world's `world.json` dict, in the caption corpus's look (`'corpus'`) or the CZSL splits' (`'czsl'`)."
+    if domain not in ('corpus', 'czsl'): raise ValueError(f"domain must be 'corpus' or 'czsl', got {domain!r}")
+    names = {f.name for f in fields(WorldConfig)}
+    cfg = WorldConfig(**{k: v for k, v in info['config'].items() if k in names})
+    return replace(cfg, **cfg.pretrain_knobs) if domain == 'corpus' else cfg
 
 # %% ../nbs/02_synthetic.ipynb #904fe13a
 def _knob(s):

@@ -10,7 +10,8 @@ from torch import nn
 from PIL import Image
 from czsl_workbench.synthetic import world_path, load_world_info, ATTRIBUTES, OBJECTS, RELATIONS
 from czsl_workbench.data import DatasetError, MissingDataError
-from czsl_workbench.methods.probe import (KINDS, ProbeItem, Accuracies, world_probe, world_pairs, probe_scores,
+from czsl_workbench.synthetic import world_pairs
+from czsl_workbench.methods.probe import (KINDS, ProbeItem, Accuracies, world_probe, probe_scores,
     probe_accuracy, kind_accuracy, chance_accuracy, bow_scores, bow_accuracy, CaptionLM, blind_scores, blind_accuracy,
     corpus_captions, balanced_subset, recall_at_k, retrieval_recall, load_sugarcrepe, probe_table)
 

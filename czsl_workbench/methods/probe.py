@@ -6,7 +6,7 @@
 from __future__ import annotations
 import json, math, os, re
 from collections import Counter
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -14,15 +14,15 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 from ..data import DatasetError, MissingDataError, open_rgb
-from ..synthetic import WorldConfig, RELATIONS, phrase, partial_phrase, render_array, load_world_info
+from ..synthetic import (WorldConfig, RELATIONS, phrase, partial_phrase, pair_caption, render_array, load_world_info,
+                                      world_pairs, world_config)
 from ..backbones import encode_texts, encode_images
 
 # %% auto #0
-__all__ = ['KINDS', 'MIRROR', 'NEGATIVES', 'SUGARCREPE_FIELDS', 'ProbeItem', 'world_pairs', 'scene_caption', 'probe_scene',
-           'world_config', 'world_probe', 'image_embeddings', 'text_embeddings', 'probe_scores', 'Accuracies',
-           'kind_accuracy', 'probe_accuracy', 'words', 'chance_accuracy', 'bow_scores', 'bow_accuracy', 'CaptionLM',
-           'corpus_captions', 'blind_scores', 'blind_accuracy', 'balanced_subset', 'probe_table', 'load_sugarcrepe',
-           'recall_at_k', 'retrieval_recall']
+__all__ = ['KINDS', 'MIRROR', 'NEGATIVES', 'SUGARCREPE_FIELDS', 'ProbeItem', 'probe_scene', 'world_probe', 'image_embeddings',
+           'text_embeddings', 'probe_scores', 'Accuracies', 'kind_accuracy', 'probe_accuracy', 'words',
+           'chance_accuracy', 'bow_scores', 'bow_accuracy', 'CaptionLM', 'corpus_captions', 'blind_scores',
+           'blind_accuracy', 'balanced_subset', 'probe_table', 'load_sugarcrepe', 'recall_at_k', 'retrieval_recall']
 
 # %% ../../nbs/21_probe.ipynb #ba73595e
 @dataclass
@@ -39,14 +39,6 @@ KINDS = ('replace-att', 'replace-obj', 'replace-rel', 'swap-att', 'swap-obj', 'a
 MIRROR = {'left of': 'right of', 'right of': 'left of', 'above': 'below', 'below': 'above'}
 
 # %% ../../nbs/21_probe.ipynb #75fffb34
-def world_pairs(info, split) -> list:
-    "The (attr, obj) pairs of `split` in a world's `world.json` dict."
-    return [tuple(p.split(' ', 1)) for p in info['pairs'][split]]
-
-def scene_caption(p1, relation, p2) -> str:
-    "The corpus caption of a two-object scene: 'a red square left of a blue star'."
-    return f'{phrase(*p1)} {relation} {phrase(*p2)}'
-
 def probe_scene(rng, train, unseen=None) -> dict:
     "Two pairs with different attributes and objects and a relation; the first pair from `unseen` if given."
     first = unseen if unseen else train
@@ -65,12 +57,12 @@ def _other(rng, vocab, used):
     rest = [v for v in vocab if v not in used]
     return rest[rng.integers(len(rest))]
 
-def _caption(s) -> str: return scene_caption(s['pairs'][0], s['relation'], s['pairs'][1])
+def _caption(s) -> str: return pair_caption(s['pairs'][0], s['relation'], s['pairs'][1])
 
 def _replaced(s, j, slot, new) -> str:
     "The scene's caption with slot `slot` (0 attribute, 1 object) of pair `j` set to `new`."
     ps = [list(p) for p in s['pairs']]; ps[j][slot] = new
-    return scene_caption(ps[0], s['relation'], ps[1])
+    return pair_caption(ps[0], s['relation'], ps[1])
 
 def _neg_replace_att(s, rng, attrs, objs):
     j = int(rng.integers(2)); new = _other(rng, attrs, {p[0] for p in s['pairs']})
@@ -83,15 +75,15 @@ def _neg_replace_obj(s, rng, attrs, objs):
 def _neg_replace_rel(s, rng, attrs, objs):
     new = _other(rng, RELATIONS, {s['relation']})
     fam = 'opposite' if new == MIRROR[s['relation']] else 'cross-axis'
-    return _caption(s), scene_caption(s['pairs'][0], new, s['pairs'][1]), dict(new=new, rel_negative=fam)
+    return _caption(s), pair_caption(s['pairs'][0], new, s['pairs'][1]), dict(new=new, rel_negative=fam)
 
 def _neg_swap_att(s, rng, attrs, objs):
     (a1, o1), (a2, o2) = s['pairs']
-    return _caption(s), scene_caption((a2, o1), s['relation'], (a1, o2)), {}
+    return _caption(s), pair_caption((a2, o1), s['relation'], (a1, o2)), {}
 
 def _neg_swap_obj(s, rng, attrs, objs):
     (a1, o1), (a2, o2) = s['pairs']
-    return _caption(s), scene_caption((a1, o2), s['relation'], (a2, o1)), {}
+    return _caption(s), pair_caption((a1, o2), s['relation'], (a2, o1)), {}
 
 def _neg_add_att(s, rng, attrs, objs):
     j = int(rng.integers(2)); new = _other(rng, attrs, {p[0] for p in s['pairs']})
@@ -103,13 +95,6 @@ NEGATIVES = {'replace-att': _neg_replace_att, 'replace-obj': _neg_replace_obj, '
              'swap-att': _neg_swap_att, 'swap-obj': _neg_swap_obj, 'add-att': _neg_add_att}
 
 # %% ../../nbs/21_probe.ipynb #c2f5e90b
-def world_config(info, domain='corpus') -> WorldConfig:
-    "The `WorldConfig` of a world's `world.json` dict, with the caption corpus's look (`'corpus'`) or the CZSL one."
-    if domain not in ('corpus', 'czsl'): raise ValueError(f"domain must be 'corpus' or 'czsl', got {domain!r}")
-    names = {f.name for f in fields(WorldConfig)}
-    cfg = WorldConfig(**{k: v for k, v in info['config'].items() if k in names})
-    return replace(cfg, **cfg.pretrain_knobs) if domain == 'corpus' else cfg
-
 def _check_kinds(kinds, attrs, objs):
     bad = [k for k in kinds if k not in NEGATIVES]
     if bad: raise ValueError(f'unknown probe kind(s) {bad}; the kinds are {list(KINDS)}')
