@@ -87,3 +87,14 @@ def test_sigmoid_form_trains_the_models_own_bias_or_a_training_only_one(tmp_path
     assert all(np.isfinite(r['train_contrastive']) and np.isfinite(r['train_xac']) for r in h)
     m2 = fit_method('clip-finetune', micro, csv, tmp_path/'plain', form='sigmoid', epochs=1, batch_size=6, progress=False)
     assert 'logit_bias' not in create_backbone(m2['model'], device='cpu').model.state_dict()
+
+def test_scene_and_csv_bad_inputs_are_named(tmp_path):
+    (tmp_path/'half').mkdir(); (tmp_path/'half'/'captions.jsonl').write_text('')
+    with pytest.raises(FileNotFoundError, match='not a complete scene corpus'): scenes.scene_rows(tmp_path/'half')
+    with pytest.raises(ValueError, match="split must be 'train' or 'heldout'"): scenes.scene_rows(tmp_path/'half', 'test')
+    with pytest.raises(ValueError, match='needs at least that many train pairs'):
+        scenes.scene_plan([('red', 'star'), ('blue', 'star')], 3, 0, {}, {}, scenes.SceneConfig())
+    (tmp_path/'bad.csv').write_bytes(b'\xff\xfe\x00\x81 not text')
+    with pytest.raises(DatasetError, match='bad.csv: not a readable CSV'):
+        from czsl_workbench.data import load_caption_corpus
+        load_caption_corpus(tmp_path/'bad.csv')

@@ -41,3 +41,7 @@ def test_candidates_never_name_an_unseen_class_and_record_their_sizes():
     assert st == dict(mean=1.0, hist={1: 5}, singletons=1.0)
     with pytest.raises(ValueError, match=r'q must lie in \[0, 1\]'): make_candidates(y, 3, 1.5)
     with pytest.raises(ValueError, match=r'related must be \[3, 3\]'): make_candidates(y, 3, .5, kind='confusable', related=torch.ones(2, 2))
+
+def test_features_and_labels_of_different_lengths_are_named(tmp_path):
+    write(tmp_path/'d', features=np.ones((2048, 3)))
+    with pytest.raises(GBUError, match='features hold 3 images, labels 4'): load_gbu(tmp_path/'d')
