@@ -17,7 +17,7 @@ from .data import CLIP_MEAN, CLIP_STD, dataset_features
 # %% auto #0
 __all__ = ['SMALL_CONFIGS', 'BUILD_RECORD', 'WEIGHT_FILES', 'register_small_configs', 'OfflineWeightsError', 'BackboneError',
            'Backbone', 'hub_weights_cached', 'create_backbone', 'freeze_model', 'encode_texts', 'encode_images',
-           'local_dir_weights', 'check_local_dir', 'save_local_dir', 'image_features']
+           'local_dir_weights', 'check_local_dir', 'save_local_dir', 'image_features', 'image_tokens']
 
 # %% ../nbs/03_backbones.ipynb #ebc944ed
 SMALL_CONFIGS = {
@@ -191,3 +191,10 @@ def image_features(bb: Backbone, dset, cache=None, batch_size=256, progress=True
     key = {'backbone': bb.ident, 'what': 'image_embedding'}
     enc = lambda x: encode_images(bb, x.to(bb.device)).float().cpu()
     return dataset_features(dset, enc, key=key, batch_size=batch_size, cache=cache, progress=progress)['image']
+
+def image_tokens(bb: Backbone, dset, cache=None, batch_size=256, progress=True):
+    "L2-normalised image embeddings [N, D] and projected patch tokens [N, T, D] of `dset`, via the feature cache."
+    key = {'backbone': bb.ident, 'what': 'image_embedding+patch_tokens'}
+    enc = lambda x: tuple(t.float().cpu() for t in encode_images(bb, x.to(bb.device), tokens=True))
+    f = dataset_features(dset, enc, key=key, batch_size=batch_size, cache=cache, progress=progress)
+    return f['image'], f['patches']

@@ -20,8 +20,8 @@ from .core import cache_dir, atomic_torch_save, stable_hash, file_sha256, cache_
 __all__ = ['PHASES', 'CLIP_MEAN', 'CLIP_STD', 'DatasetError', 'MissingDataError', 'make_czsl_fixture', 'read_pairs', 'SplitVocab',
            'parse_split', 'open_world_pairs', 'load_metadata', 'phase_entries', 'open_rgb', 'missing_images',
            'meta_int_array', 'CompositionDataset', 'clip_transform', 'prompt_name', 'pair_prompts', 'FeatureCacheError',
-           'FeatureCache', 'dataset_key', 'dataset_labels', 'encode_dataset', 'dataset_features', 'caption_rows',
-           'load_caption_corpus', 'CaptionData', 'data_identity']
+           'FeatureCache', 'ImageFiles', 'dataset_key', 'dataset_labels', 'encode_dataset', 'dataset_features',
+           'caption_rows', 'load_caption_corpus', 'CaptionData', 'data_identity']
 
 # %% ../nbs/01_data.ipynb #b3163a76
 class DatasetError(ValueError):
@@ -316,9 +316,31 @@ class FeatureCache:
             self.save(key, t)
         return t
 
+# %% ../nbs/01_data.ipynb #a12580d3
+class ImageFiles(torch.utils.data.Dataset):
+    "Image files in a fixed order with optional integer `labels` [N] and a `transform`: the data layer's plain image list."
+    def __init__(self, paths, labels=None, transform=None, name='images'):
+        self.paths, self.transform, self.name, self.phase = [Path(p) for p in paths], transform, name, name
+        self.labels = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
+        if self.labels is not None and len(self.labels) != len(self.paths):
+            raise DatasetError(f'{name}: {len(self.paths)} images but {len(self.labels)} labels')
+        missing = [p for p in self.paths if not p.is_file()]
+        if missing: raise MissingDataError(f'{name}: {len(missing)} of {len(self.paths)} image files are missing, the first: {missing[0]}')
+    def __len__(self): return len(self.paths)
+    def __repr__(self): return f'ImageFiles({self.name!r}, n={len(self)})'
+    def __getitem__(self, i):
+        img = open_rgb(self.paths[i])
+        return (self.transform(img) if self.transform else img), (int(self.labels[i]) if self.labels is not None else -1)
+    def cache_key(self, stat_images=True) -> dict:
+        "What features of these files depend on: the paths, the transform (and each file's size and mtime)."
+        key = dict(what='image-files', n=len(self), paths=stable_hash([str(p.resolve()) for p in self.paths]), transform=repr(self.transform))
+        if stat_images: key['image_stats'] = stable_hash([(s.st_size, s.st_mtime_ns) for s in map(os.stat, self.paths)])
+        return key
+
 # %% ../nbs/01_data.ipynb #1ccbdf92
 def dataset_key(dset: CompositionDataset, stat_images=True) -> dict:
     "What a dataset's image features depend on: root, split, phase, transform, sample list (and image file stats)."
+    if isinstance(dset, ImageFiles): return dset.cache_key(stat_images)
     key = dict(root=str(dset.root.resolve()), split=dset.split, phase=dset.phase, n=len(dset), transform=repr(dset.transform),
                preload_size=dset.preload_size, samples=stable_hash([list(d) for d in dset.data]))
     if stat_images:
@@ -328,6 +350,7 @@ def dataset_key(dset: CompositionDataset, stat_images=True) -> dict:
 
 def dataset_labels(dset: CompositionDataset) -> dict:
     "Per-sample labels [N]: attr_idx, obj_idx, pair_idx, and attr_mode / obj_mode when the metadata has them."
+    if isinstance(dset, ImageFiles): return {} if dset.labels is None else {'labels': dset.labels}
     out = dict(attr_idx=dset.attr_idx, obj_idx=dset.obj_idx, pair_idx=dset.pair_idx)
     if dset.attr_modes is not None: out['attr_mode'] = dset.attr_modes
     if dset.obj_modes is not None: out['obj_mode'] = dset.obj_modes
