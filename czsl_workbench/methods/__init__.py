@@ -11,6 +11,7 @@ from .czsl import ZeroShotMethod, CSPMethod, LinearProbeMethod
 from .cluspro import ClusProMethod
 from .pretrain import CLIPPretrainMethod
 from .c2lip import FinetuneMethod, NegCLIPMethod, C2LIPMethod
+from .pzsl import ZSLZeroShotMethod, PZSLMethod
 
 BUILTIN = register(ZeroShotMethod, CSPMethod, LinearProbeMethod, ClusProMethod, CLIPPretrainMethod,
-                   FinetuneMethod, NegCLIPMethod, C2LIPMethod)
+                   FinetuneMethod, NegCLIPMethod, C2LIPMethod, ZSLZeroShotMethod, PZSLMethod)
