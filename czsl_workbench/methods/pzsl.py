@@ -307,8 +307,8 @@ class PZSLConfig(TrainConfig):
     tau: float = .1
     mean_update: bool = False
     update: str = 'proden'        # 'proden' | 'pico' | 'none' (naive: weights never change)
-    init: str = 'uniform'         # 'uniform' | 'zeroshot' (zero-shot CLIP restricted to the candidates)
-    warmup_epochs: int = 1        # epochs before the weights follow the model
+    init: str = 'zeroshot'        # 'zeroshot' (zero-shot CLIP restricted to the candidates) | 'uniform'
+    warmup_epochs: int = 0        # epochs before the weights follow the model
     pico_phi: tuple = (.95, .8)
     neg: float = 0.               # weight of the non-candidate suppression term
     def __post_init__(self):
@@ -325,7 +325,7 @@ def train_subset(labels, per_class=None) -> torch.Tensor:
 class CandidateUpdateCB(Callback):
     "After each optimiser step past the warm-up, move the batch's candidate weights (PRODEN or PiCO)."
     order = 5
-    def __init__(self, update='proden', warmup_epochs=1, phi=(.95, .8)): self.update, self.warmup, self.phi = update, warmup_epochs, phi
+    def __init__(self, update, warmup_epochs, phi): self.update, self.warmup, self.phi = update, warmup_epochs, phi
     def after_step(self):
         l = self.learn; m = l.model
         if self.update == 'none' or l.epoch < self.warmup: return
