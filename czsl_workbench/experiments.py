@@ -13,8 +13,9 @@ from .runs import ATTEMPTS, EXECUTED, METRICS, PARAMETERS, RUN_INFO, RUN_LOG, SW
 
 # %% auto #0
 __all__ = ['ANY', 'RUN_FILES', 'ParameterError', 'notebook_parameters', 'experiment_notebook', 'check_value', 'parse_value',
-           'run_name', 'plan_sweep', 'describe_error', 'execute_run', 'nbs_dir', 'experiments_dir', 'RunFailed',
-           'run_notebook', 'is_finished', 'dask_client', 'sweep', 'parse_cli', 'run_cli']
+           'checked_parameters', 'run_name', 'plan_sweep', 'describe_error', 'execute_run', 'nbs_dir',
+           'experiments_dir', 'RunFailed', 'run_notebook', 'is_finished', 'dask_client', 'sweep', 'parse_cli',
+           'run_cli']
 
 # %% ../nbs/31_experiments.ipynb #e9428792
 class ParameterError(ValueError):
@@ -78,6 +79,19 @@ def parse_value(text: str, default):
     try: return ast.literal_eval(text.strip())
     except (ValueError, SyntaxError): return text
 
+def checked_parameters(ns: dict, nb) -> dict:
+    "Check the parameters in namespace `ns` (a notebook's `globals()`) against notebook `nb`'s defaults, parsing texts; in place."
+    nb = Path(nb)
+    if not nb.is_file() and not nb.is_absolute() and len(nb.parts) == 1: nb = experiments_dir()/nb
+    out = {}
+    for k, d in notebook_parameters(nb).items():
+        if k not in ns: continue
+        v = ns[k]
+        if isinstance(v, str) and d is not ANY and not isinstance(d, str) and (d is not None or v.lstrip()[:1] in ('[', '{')):
+            v = parse_value(v, d if d is not None else [])
+        ns[k] = out[k] = check_value(k, v, d, nb.name)
+    return out
+
 # %% ../nbs/31_experiments.ipynb #a861b942
 def _slug(v):
     "A short, file-name-safe text for a parameter value."
@@ -99,7 +113,6 @@ def _suggest(name, known):
 def plan_sweep(nb, parameters: dict | None = None, grid: dict | None = None) -> list[dict]:
     "The runs of notebook `nb` with `parameters` × product(`grid`): [{name, overrides, parameters}], all values checked."
     nb = Path(nb); defaults = notebook_parameters(nb); parameters, grid = dict(parameters or {}), dict(grid or {})
-    if 'out_dir' not in defaults: raise ParameterError(f"{nb} has no out_dir parameter: the runner passes each run's folder as out_dir")
     for name in [*parameters, *grid]:
         if name == 'out_dir': raise ParameterError("out_dir is set by the runner (each run's folder); use --out for the sweep's folder")
         if name not in defaults: raise ParameterError(f"{nb.name} has no parameter {name!r}{_suggest(name, list(defaults))}; its parameters: {', '.join(defaults)}")
@@ -169,10 +182,11 @@ def execute_run(nb, run_dir, parameters: dict, overrides: dict, name=None, kerne
     try:
         with open(run_dir/RUN_LOG, 'w') as log, _thread_env(threads):
             quiet = ['--IPKernelApp.log_level=CRITICAL'] if kernel is None or kernel.startswith('python') else []   # no TCP warnings
-            pm.execute_notebook(str(nb), str(run_dir/EXECUTED), parameters={**overrides, 'out_dir': str(run_dir)},
+            out = {'out_dir': str(run_dir)} if 'out_dir' in notebook_parameters(nb) else {}     # else: the working directory
+            pm.execute_notebook(str(nb), str(run_dir/EXECUTED), parameters={**overrides, **out},
                                 cwd=str(run_dir), kernel_name=kernel, progress_bar=progress, stdout_file=log, stderr_file=log,
                                 extra_arguments=quiet)
-        if not (run_dir/METRICS).is_file(): raise RuntimeError(f'{nb.name} ran to its end but wrote no metrics.json into out_dir')
+        if not (run_dir/METRICS).is_file(): raise RuntimeError(f'{nb.name} ran to its end but wrote no metrics.json into its run folder (out_dir, or the working directory)')
         info['state'] = 'done'
     except Exception as e: info.update(state='failed', error=describe_error(e))
     info.update(finished=_now(), seconds=round(time.time() - t, 2))

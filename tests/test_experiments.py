@@ -86,13 +86,20 @@ def test_bad_parameters_fail_before_anything_runs(toy, tmp_path):
     r = cli(tmp_path/'missing.ipynb', '--out', out)
     assert r.returncode != 0 and 'missing.ipynb does not exist' in r.stderr
     assert not out.exists()
-    with pytest.raises(ParameterError, match='has no out_dir parameter'):
-        plan_sweep(_no_out_dir(tmp_path))
 
 def _no_out_dir(tmp_path):
+    "A user's own notebook: no out_dir parameter, it writes metrics.json where it runs."
     import nbformat
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('a = 1')]); nb.cells[0].metadata['tags'] = ['parameters']
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('a = 1'),
+                                         nbformat.v4.new_code_cell("import json, os\njson.dump({'a': a, 'cwd': os.getcwd()}, open('metrics.json', 'w'))")])
+    nb.cells[0].metadata['tags'] = ['parameters']; nb.metadata['kernelspec'] = {'name': 'python3', 'display_name': 'Python 3', 'language': 'python'}
     p = tmp_path/'no_out.ipynb'; nbformat.write(nb, p); return p
+
+def test_a_notebook_without_out_dir_runs_in_its_run_folder(tmp_path):
+    nb = _no_out_dir(tmp_path)
+    m = run_notebook(nb, tmp_path/'run', {'a': 3}, progress=False)
+    assert m == {'a': 3, 'cwd': str((tmp_path/'run').resolve())} and read(tmp_path/'run'/'run.json')['state'] == 'done'
+    with pytest.raises(ParameterError, match='out_dir is set by the runner'): plan_sweep(nb, {'out_dir': '/tmp'})
 
 def test_run_notebook_raises_with_the_executed_notebook(toy, tmp_path):
     assert run_notebook(toy, tmp_path/'a', {'K': 5}, progress=False)['AUC'] == 0.2

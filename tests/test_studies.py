@@ -86,7 +86,7 @@ def test_pzsl_experiment_runs_every_row_per_setting_and_checks_the_expectations(
     import torch
     from czsl_workbench.runs import RunDir
     pm.execute_notebook(str(EXP/'06_pzsl.ipynb'), str(tmp_path/'out.ipynb'), progress_bar=False,
-                        parameters=dict(progress=False, out_dir=str(tmp_path), qs=[0.1, 0.3], ablation_qs=[0.3]))
+                        parameters=dict(progress=False, out_dir=str(tmp_path), qs='[0.1, 0.3]', ablation_qs='[0.3]'))   # as plain papermill -p passes them
     m = json.loads((tmp_path/'metrics.json').read_text())
     assert set(m['table']) == {f'{k} q={q}' for k in ('uniform', 'confusable') for q in (0.1, 0.3)}
     assert set(m['table']['uniform q=0.1']) == {'zero-shot', 'supervised', 'naive', 'CLIP-PZSL'}     # ablations at q=.3 only
@@ -122,7 +122,8 @@ def test_pzsl_experiment_names_bad_parameters(tmp_path):
     for params, msg in ((dict(rows=['CLIP-PZSL', 'oracle']), "unknown rows ['oracle']"),
                         (dict(rows=['naive']), 'keep it in rows'),
                         (dict(dataset='gbu', backbone='czsl-vit-micro'), "needs split_dir"),
-                        (dict(dataset='cub'), "unknown dataset 'cub'")):
+                        (dict(dataset='cub'), "unknown dataset 'cub'"),
+                        (dict(seeds='[0, 1'), "parameter 'seeds' of 06_pzsl.ipynb takes a list (default [0, 1]); got '[0, 1'")):
         with pytest.raises(pm.PapermillExecutionError, match=re.escape(msg)):
             pm.execute_notebook(str(EXP/'06_pzsl.ipynb'), str(tmp_path/'out.ipynb'), progress_bar=False,
                                 parameters=dict(progress=False, out_dir=str(tmp_path), **params))
