@@ -15,10 +15,11 @@ from .experiments import nbs_dir
 from .runs import EXECUTED
 
 # %% auto #0
-__all__ = ['MARKER', 'BOOK_PARTS', 'BOOK', 'SECTIONS', 'NAV_GROUPS', 'book_part', 'DocsError', 'DocsWarning', 'cell_directives',
-           'is_hidden', 'skips_execution', 'display_notebook', 'notebook_title', 'execute_notebook', 'runs_table',
-           'executed_runs', 'collect_pages', 'href_between', 'page_nav', 'index_html', 'docs_manifest', 'build_docs',
-           'docs_cli']
+__all__ = ['MARKER', 'BOOK_PARTS', 'BOOK', 'SECTIONS', 'NAV_GROUPS', 'PLOTLY_MIME', 'PLOTLY_JS', 'book_part', 'DocsError',
+           'DocsWarning', 'cell_directives', 'is_hidden', 'skips_execution', 'display_notebook', 'tex_to_mathml',
+           'offline_math', 'plotly_html', 'offline_notebook', 'offline_page', 'plotly_js', 'notebook_title',
+           'execute_notebook', 'runs_table', 'executed_runs', 'collect_pages', 'href_between', 'page_nav', 'index_html',
+           'docs_manifest', 'build_docs', 'docs_cli']
 
 # %% ../nbs/33_docs.ipynb #6fcb7746
 MARKER = '.czsl-docs'                                      # written last into every site: marks a folder as ours to replace
@@ -78,6 +79,57 @@ def display_notebook(nb):
         cells.append(c)
     nb.cells = cells
     return nb
+
+# %% ../nbs/33_docs.ipynb #adc6854c
+PLOTLY_MIME, PLOTLY_JS = 'application/vnd.plotly.v1+json', '_static/plotly.min.js'
+_CODE = re.compile(r'(```.*?```|~~~.*?~~~|`[^`\n]*`)', re.S)
+_MATH = re.compile(r'(?<!\\)\$\$(.+?)(?<!\\)\$\$|(?<![\\$])\$(?=[^\s$])([^$\n]+?)(?<=\S)(?<!\\)\$(?!\$)', re.S)
+_CDN_SCRIPTS = re.compile(r'<script[^>]*\bsrc="https?://[^"]*(?:mathjax|require)[^"]*"[^>]*>\s*</script>|'
+                          r'<script type="text/x-mathjax-config">.*?</script>', re.S | re.I)
+
+def tex_to_mathml(tex: str, display=False) -> str:
+    "MathML for one TeX formula (with latex2mathml), or the TeX in a `<code>` element when it cannot be converted."
+    from latex2mathml.converter import convert
+    try: return convert(tex.strip(), display='block' if display else 'inline')
+    except Exception: return f'<code class="czsl-tex">{html.escape(tex)}</code>'
+
+def offline_math(md: str, store: dict) -> str:
+    "`md` with each formula outside code replaced by a placeholder; `store` gets placeholder -> MathML."
+    def sub(m):
+        key = f'czslmath{len(store)}x'; display = m.group(1) is not None
+        store[key] = tex_to_mathml(m.group(1) if display else m.group(2), display); return key
+    return ''.join(p if i % 2 else _MATH.sub(sub, p) for i, p in enumerate(_CODE.split(md)))
+
+def plotly_html(fig: dict, key: str) -> str:
+    "A `div` with id `key` and the script that draws the plotly figure `fig` (its JSON form) into it."
+    f = {'data': fig.get('data', []), 'layout': fig.get('layout', {}), 'config': {**fig.get('config', {}), 'responsive': True}}
+    js = json.dumps(f).replace('</', '<\\/')
+    return (f'<div id="{key}" class="czsl-plotly"></div><script>(function (f) {{ var d = document.getElementById("{key}");'
+            f' if (window.Plotly) Plotly.newPlot(d, f.data, f.layout, f.config); else d.textContent = "plotly.js did not load"; }})({js});</script>')
+
+def offline_notebook(nb) -> tuple:
+    "A copy of `nb` for an offline page, the formulas' MathML by placeholder, and the number of plotly figures."
+    nb, store, n = copy.deepcopy(nb), {}, 0
+    for c in nb.cells:
+        if c.cell_type == 'markdown': c.source = offline_math(c.source, store)
+        for o in c.get('outputs', []):
+            d = o.get('data', {})
+            if PLOTLY_MIME in d: d['text/html'] = plotly_html(d.pop(PLOTLY_MIME), f'czsl-plotly-{n}'); n += 1
+    return nb, store, n
+
+def offline_page(body: str, store: dict, plotly_src=None) -> str:
+    "nbconvert's page `body` with the CDN scripts dropped, the formulas put back, and plotly.js loaded from `plotly_src`."
+    body = _CDN_SCRIPTS.sub('', body)
+    if store: body = re.sub(r'czslmath\d+x', lambda m: store.get(m.group(0), m.group(0)), body)
+    if plotly_src: body = body.replace('</head>', f'<script src="{plotly_src}"></script></head>', 1)
+    return body
+
+def plotly_js() -> Path:
+    "The plotly.js bundle of the installed plotly package."
+    import plotly
+    f = Path(plotly.__file__).parent/'package_data'/'plotly.min.js'
+    if not f.is_file(): raise DocsError(f'plotly.min.js not found at {f}: the site draws plotly figures with it (reinstall plotly)')
+    return f
 
 # %% ../nbs/33_docs.ipynb #1dcffdd7
 _H1 = re.compile(r'^#\s+(.+?)\s*$')
@@ -295,7 +347,9 @@ def _render(page, exporter, site_root: Path, execute: bool):
         if execute and page['section'] in BOOK:
             nb, err = execute_notebook(nb, src.parent)
             if err: page.update(status='failed to execute', error=err)
-        body, _ = exporter.from_notebook_node(display_notebook(nb), resources={'metadata': {'name': page['title'], 'path': str(src.parent)}})
+        shown, math, page['plotly'] = offline_notebook(display_notebook(nb))
+        body, _ = exporter.from_notebook_node(shown, resources={'metadata': {'name': page['title'], 'path': str(src.parent)}})
+        body = offline_page(body, math, href_between(page['html'], PLOTLY_JS) if page['plotly'] else None)
         m = re.search(r'<body[^>]*>', body)
         if not m: raise ValueError('nbconvert returned a page without <body>')
         body = body[:m.end()] + _NAV_SLOT + body[m.end():]
@@ -325,6 +379,7 @@ def build_docs(out, nbs=None, runs=(), execute=False, title=None, progress=True)
     try:
         exporter = HTMLExporter(template_name='lab', embed_images=True)
         for p in tqdm(pages, desc='czsl-docs', unit='nb', disable=not progress): _render(p, exporter, tmp, execute)
+        if any(p.get('plotly') for p in pages): (tmp/PLOTLY_JS).parent.mkdir(); shutil.copy(plotly_js(), tmp/PLOTLY_JS)
         intro = next((p for p in pages if p['section'] in BOOK and Path(p['src']).name == 'index.ipynb' and p['status'] != 'not rendered'), None)
         site_title = title or (intro['title'] if intro else nbs.parent.name)
         for group in NAV_GROUPS:

@@ -288,3 +288,29 @@ def test_dashboard_in_browser(lab, browser_env, tmp_path):
     check(res)
     print(f"[browser] dashboard: {res['seconds']}s in the browser; control {res['control']['kind']} "
           f"{res['control']['label']!r}: {res['control']['value']!r} -> {res['chosen']!r}; screenshots {res['screenshots']}")
+
+SITE_CHECK = Path(__file__).resolve().parent/'browser'/'check_site.js'
+
+def test_site_renders_formulas_and_plotly_with_the_network_blocked(browser_env, tmp_path):
+    "A czsl-docs page with a formula and a stored plotly figure, opened from file:// with every other request blocked."
+    import plotly.graph_objects as go
+    from czsl_workbench.docs import build_docs
+    nbs = tmp_path/'nbs'; nbs.mkdir()
+    fig = json.loads(go.Figure(go.Scatter(x=[0, 1, 2], y=[2, 0, 1], mode='markers')).to_json())
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell('# Offline\n> A formula and a figure.\n\nThe loss $\\mathcal{L} = -\\frac{1}{B}\\sum_i \\log p_{i y_i}$ and\n'
+                                      '$$w_{ic} \\leftarrow \\frac{p_{ic}}{\\sum_{k \\in S_i} p_{ik}}$$'),
+        nbformat.v4.new_code_cell('fig', outputs=[nbformat.v4.new_output('display_data', data={'application/vnd.plotly.v1+json': fig, 'text/plain': 'Figure()'})])])
+    nbformat.write(nb, nbs/'00_offline.ipynb')
+    index = build_docs(tmp_path/'site', nbs=nbs, progress=False)
+    cfg = dict(url=(index.parent/'chapters'/'00_offline.html').as_uri(), out_dir=str(tmp_path), chromium=CHROMIUM)
+    r = _run(['node', str(SITE_CHECK), json.dumps(cfg)], 180, cwd=SITE_CHECK.parent, env=browser_env)
+    lines = [l for l in r.stdout.splitlines() if l.startswith('RESULT_JSON: ')]
+    assert lines, f'the site check printed no result (rc={r.returncode}):\n{_tail(r, 3000)}'
+    res = json.loads(lines[-1][len('RESULT_JSON: '):])
+    assert res['ok'], res
+    assert res['blocked'] == [], f"the page asked the network for {res['blocked']}"
+    assert len(res['maths']) == 2 and sum(m['block'] for m in res['maths']) == 1, res['maths']
+    assert all('math' in m['display'] and m['width'] > 0 and m['height'] > 0 for m in res['maths']), res['maths']   # laid out as MathML
+    assert not res['raw_tex'], 'raw TeX is visible on the page'
+    assert (res['plotly_plots'], res['plotly_traces'], res['plotly_failed']) == (1, 1, False) and res['plotly_svgs'] > 0, res
