@@ -15,7 +15,7 @@ from .data import CompositionDataset, CaptionData, load_caption_corpus, data_ide
 from .backbones import Backbone, image_features, save_local_dir
 from .metrics import czsl_report
 from .runs import RunDir, MODEL
-from .train import Learner, DataLoaders, EvalCB, EarlyStoppingCB, SchedCB, GradClipCB, cosine_schedule, default_cbs
+from .train import Learner, DataLoaders, EvalCB, EarlyStoppingCB, SchedCB, GradClipCB, MixedPrecisionCB, cosine_schedule, default_cbs
 
 # %% auto #0
 __all__ = ['FAMILIES', 'METHODS', 'TrainConfig', 'make_config', 'Method', 'register', 'get_method', 'method_config', 'Family',
@@ -202,7 +202,7 @@ register_family(BackboneFamily());
 
 # %% ../nbs/07_fit.ipynb #ab843619
 def fit_method(method, bb, root, run_dir, seed=0, data=None, cache=None, progress=True, resume=True, device=None,
-               extra_parameters=None, cbs=(), nonfinite='raise', **overrides) -> dict:
+               extra_parameters=None, cbs=(), nonfinite='raise', amp=None, **overrides) -> dict:
     "Train `method` on the data at `root` into `run_dir` with the one Learner; its metrics (also in metrics.json)."
     m = get_method(method); run = RunDir(run_dir)
     if m.family not in FAMILIES: raise ValueError(f'method {m.name!r} is of family {m.family!r}, which no chapter registered; known: {sorted(FAMILIES)}')
@@ -219,7 +219,8 @@ def fit_method(method, bb, root, run_dir, seed=0, data=None, cache=None, progres
             ds = m.dataset(model, data, cfg)
             dls = fam.dataloaders(fam.dataset(model, data, cfg) if ds is None else ds, cfg); n_train = len(dls.train.dataset)
             cbs = [*default_cbs(run.path, monitor=monitor, resume=resume, parameters=params, progress=progress, nonfinite=nonfinite),
-                   *fam.callbacks(model, data, cfg, monitor), SchedCB(cosine_schedule(cfg.warmup)), GradClipCB(cfg.grad_clip), *cbs,
+                   *fam.callbacks(model, data, cfg, monitor), SchedCB(cosine_schedule(cfg.warmup)), GradClipCB(cfg.grad_clip),
+                   *([MixedPrecisionCB(amp)] if amp else []), *cbs,
                    *m.callbacks(model, data, cfg, run, seed)]
             learn = Learner(model, dls, partial(m.loss, model), lr=cfg.lr, cbs=cbs, wd=cfg.wd, n_inp=fam.n_inp, seed=seed, device=device)
             learn.fit(cfg.epochs)
@@ -228,7 +229,8 @@ def fit_method(method, bb, root, run_dir, seed=0, data=None, cache=None, progres
         else: run.write_parameters(params)
         model.eval()
         metrics = {'method': m.name, 'seed': seed, 'train_s': round(time.time() - t0, 1), 'epochs_run': len(history),
-                   'best_epoch': max((h['epoch'] for h in history if h.get('is_best')), default=None), 'n_train': n_train}
+                   'best_epoch': max((h['epoch'] for h in history if h.get('is_best')), default=None), 'n_train': n_train,
+                   **({'amp': amp} if amp else {})}
         metrics.update(fam.report(model, data)); metrics.update(m.extra_metrics(model, data, cfg)); metrics.update(fam.finish(model, run, params))
     run.write_metrics(metrics)
     return metrics

@@ -15,10 +15,10 @@ from .core import set_seed, default_device
 from .runs import RunDir
 
 # %% auto #0
-__all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'run_cbs', 'DataLoaders',
-           'epoch_seed', 'Learner', 'to_device', 'DeviceCB', 'RecorderCB', 'ProgressCB', 'synthetic_regression',
-           'SchedCB', 'cosine_schedule', 'GradClipCB', 'NonFiniteLossError', 'NonFiniteCB', 'EvalCB', 'CheckpointCB',
-           'EarlyStoppingCB', 'default_cbs']
+__all__ = ['AMP_DTYPES', 'CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'run_cbs',
+           'DataLoaders', 'epoch_seed', 'Learner', 'to_device', 'DeviceCB', 'RecorderCB', 'ProgressCB',
+           'synthetic_regression', 'SchedCB', 'cosine_schedule', 'GradClipCB', 'MixedPrecisionCB', 'NonFiniteLossError',
+           'NonFiniteCB', 'EvalCB', 'CheckpointCB', 'EarlyStoppingCB', 'default_cbs']
 
 # %% ../nbs/05_train.ipynb #24efcdf7
 class CancelFitException(Exception): "Raise in a callback to end `fit` cleanly."
@@ -60,7 +60,7 @@ class Learner:
                  n_inp=1, seed=0, device=None):
         self.model, self.dls, self.loss_func, self.lr, self.opt_func, self.wd = model, dls, loss_func, lr, opt_func, wd
         self.n_inp, self.seed, self.device = n_inp, seed, torch.device(device) if device else default_device()
-        self.cbs = list(cbs); self.opt = self.sched = None
+        self.cbs = list(cbs); self.opt = self.sched = self.scaler = None
         self.history, self.record, self.start_epoch, self.epoch, self.iter = [], {}, 0, 0, 0
 
     def callback(self, nm): run_cbs(self.cbs, nm, self)
@@ -73,8 +73,10 @@ class Learner:
     def predict(self): self.preds = self.model(*self.batch[:self.n_inp])
     def get_loss(self):
         self.loss_parts = _loss_parts(self.loss_func(self.preds, *self.batch[self.n_inp:])); self.loss = self.loss_parts['loss']
-    def backward(self): self.loss.backward()
-    def step(self): self.opt.step()
+    def backward(self): (self.scaler.scale(self.loss) if self.scaler else self.loss).backward()
+    def step(self):
+        if self.scaler: self.scaler.step(self.opt); self.scaler.update()     # fp16: skipped when the gradients overflowed
+        else: self.opt.step()
     def zero_grad(self): self.opt.zero_grad(set_to_none=True)
 
     def _one_batch(self):
@@ -200,6 +202,27 @@ class GradClipCB(Callback):
     "Clip the global gradient norm to `max_norm` before each optimizer step."
     def __init__(self, max_norm=1.0): self.max_norm = max_norm
     def after_backward(self): torch.nn.utils.clip_grad_norm_(self.learn.model.parameters(), self.max_norm)
+
+# %% ../nbs/05_train.ipynb #05080685
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+class MixedPrecisionCB(Callback):
+    "Forward and loss under `torch.autocast` to `dtype` ('bf16' | 'fp16'); fp16 scales the loss with a `GradScaler`."
+    order = -8                                             # after DeviceCB, before gradient clipping sees the gradients
+    def __init__(self, dtype='bf16'):
+        if dtype not in AMP_DTYPES: raise ValueError(f'unknown mixed-precision dtype {dtype!r}; choose one of {list(AMP_DTYPES)}')
+        self.dtype, self.ctx = dtype, None
+    def before_fit(self):
+        self.kind = self.learn.device.type
+        if self.dtype == 'fp16': self.learn.scaler = torch.amp.GradScaler(self.kind)
+    def before_batch(self): self.ctx = torch.autocast(self.kind, dtype=AMP_DTYPES[self.dtype]); self.ctx.__enter__()
+    def after_loss(self): self._exit()
+    def after_backward(self):
+        if self.learn.scaler is not None: self.learn.scaler.unscale_(self.learn.opt)     # clip true gradients
+    def cleanup_batch(self): self._exit()
+    def cleanup_fit(self): self.learn.scaler = None
+    def _exit(self):
+        if self.ctx is not None: self.ctx.__exit__(None, None, None); self.ctx = None
 
 # %% ../nbs/05_train.ipynb #5d9a3202
 class NonFiniteLossError(FloatingPointError): "The training loss became NaN or infinite."
