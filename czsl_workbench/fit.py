@@ -109,9 +109,10 @@ class Family:
     def dataset(self, model, data, cfg) -> torch.utils.data.Dataset:
         "The training set the family feeds its methods (a method may declare its own, see `Method.dataset`)."
         raise NotImplementedError(f'{type(self).__name__} must define dataset(model, data, cfg)')
-    def dataloaders(self, ds, cfg) -> DataLoaders:
-        "Shuffled batches of `ds`; the last short batch is dropped when there is more than one batch."
-        return DataLoaders(torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=True, drop_last=len(ds) > cfg.batch_size))
+    def dataloaders(self, ds, cfg, workers=0, pin_memory=False) -> DataLoaders:
+        "Shuffled batches of `ds` (the last short one dropped when there are several), loaded by `workers` processes."
+        return DataLoaders(torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=True, drop_last=len(ds) > cfg.batch_size,
+                                                       num_workers=workers, pin_memory=pin_memory))   # not persistent: a fresh iterator draws the RNG as 0 workers do
     def callbacks(self, model, data, cfg, monitor) -> list: return []
     def report(self, model, data) -> dict: return {}
     def finish(self, model, run, params) -> dict: return {}
@@ -202,7 +203,7 @@ register_family(BackboneFamily());
 
 # %% ../nbs/07_fit.ipynb #ab843619
 def fit_method(method, bb, root, run_dir, seed=0, data=None, cache=None, progress=True, resume=True, device=None,
-               extra_parameters=None, cbs=(), nonfinite='raise', amp=None, **overrides) -> dict:
+               extra_parameters=None, cbs=(), nonfinite='raise', amp=None, workers=0, **overrides) -> dict:
     "Train `method` on the data at `root` into `run_dir` with the one Learner; its metrics (also in metrics.json)."
     m = get_method(method); run = RunDir(run_dir)
     if m.family not in FAMILIES: raise ValueError(f'method {m.name!r} is of family {m.family!r}, which no chapter registered; known: {sorted(FAMILIES)}')
@@ -217,7 +218,8 @@ def fit_method(method, bb, root, run_dir, seed=0, data=None, cache=None, progres
         history, n_train = [], None
         if cfg.epochs > 0 and any(p.requires_grad for p in model.parameters()):
             ds = m.dataset(model, data, cfg)
-            dls = fam.dataloaders(fam.dataset(model, data, cfg) if ds is None else ds, cfg); n_train = len(dls.train.dataset)
+            pin = torch.device(device or default_device()).type == 'cuda'                 # page-locked batches copy faster to a GPU
+            dls = fam.dataloaders(fam.dataset(model, data, cfg) if ds is None else ds, cfg, workers, pin); n_train = len(dls.train.dataset)
             cbs = [*default_cbs(run.path, monitor=monitor, resume=resume, parameters=params, progress=progress, nonfinite=nonfinite),
                    *fam.callbacks(model, data, cfg, monitor), SchedCB(cosine_schedule(cfg.warmup)), GradClipCB(cfg.grad_clip),
                    *([MixedPrecisionCB(amp)] if amp else []), *cbs,
