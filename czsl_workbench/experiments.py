@@ -88,7 +88,7 @@ def checked_parameters(ns: dict, nb) -> dict:
         if k not in ns: continue
         v = ns[k]
         if isinstance(v, str) and d is not ANY and not isinstance(d, str) and (d is not None or v.lstrip()[:1] in ('[', '{')):
-            v = parse_value(v, d if d is not None else [])
+            v = parse_value(v, d)
         ns[k] = out[k] = check_value(k, v, d, nb.name)
     return out
 

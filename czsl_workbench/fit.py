@@ -218,7 +218,7 @@ def fit_method(method, bb, root, run_dir, seed=0, data=None, cache=None, progres
         history, n_train = [], None
         if cfg.epochs > 0 and any(p.requires_grad for p in model.parameters()):
             ds = m.dataset(model, data, cfg)
-            pin = torch.device(device or default_device()).type == 'cuda'                 # page-locked batches copy faster to a GPU
+            pin = model_device(model).type == 'cuda'                                     # page-locked batches copy faster to a GPU
             dls = fam.dataloaders(fam.dataset(model, data, cfg) if ds is None else ds, cfg, workers, pin); n_train = len(dls.train.dataset)
             cbs = [*default_cbs(run.path, monitor=monitor, resume=resume, parameters=params, progress=progress, nonfinite=nonfinite),
                    *fam.callbacks(model, data, cfg, monitor), SchedCB(cosine_schedule(cfg.warmup)), GradClipCB(cfg.grad_clip),

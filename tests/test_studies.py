@@ -80,8 +80,6 @@ def test_c2lip_experiment_runs_on_a_caption_csv_by_parameter(tmp_path):
     p = json.loads((tmp_path/'out'/'runs'/'C2LIP'/'seed0'/'parameters.json').read_text())
     assert p['root'] == str(tmp_path/'train.csv') and p['img_key'] == 'filepath'
 
-def _history(run): return [json.loads(l) for l in (run/'history.jsonl').read_text().splitlines()]
-
 def test_pzsl_experiment_runs_every_row_per_setting_and_checks_the_expectations(tmp_path):
     import torch
     from czsl_workbench.runs import RunDir
@@ -112,7 +110,7 @@ def test_pzsl_experiment_runs_every_row_per_setting_and_checks_the_expectations(
     assert d['n'] == 2 and math.isclose(d['mean'], t['CLIP-PZSL']['test H_cs']['mean'] - t['PiCO']['test H_cs']['mean'], abs_tol=1e-9)
     assert 'CLIP-PZSL - PiCO (uniform q=0.1, test H_cs)' not in m['comparisons']
     assert m['candidates']['uniform q=0.3']['mean'] > m['candidates']['uniform q=0.1']['mean'] > 1
-    assert {'train_disamb', 'train_entropy', 'val_H_cs', 'val_ZSL'} <= set(_history(runs/'uniform'/'q0.3'/'CLIP-PZSL'/'seed1')[0])
+    assert {'train_disamb', 'train_entropy', 'val_H_cs', 'val_ZSL'} <= set(RunDir(runs/'uniform'/'q0.3'/'CLIP-PZSL'/'seed1').read_history()[0])
     p = json.loads((runs/'confusable'/'q0.3'/'soft_attention'/'seed0'/'parameters.json').read_text())
     assert (p['assign'], p['candidates'], p['q'], p['row'], p['setting']) == ('soft', 'confusable', 0.3, 'soft attention', 'confusable q=0.3')
     assert json.loads((runs/'supervised'/'seed1'/'parameters.json').read_text())['q'] == 0.0
@@ -123,6 +121,8 @@ def test_pzsl_experiment_names_bad_parameters(tmp_path):
                         (dict(rows=['naive']), 'keep it in rows'),
                         (dict(dataset='gbu', backbone='czsl-vit-micro'), "needs split_dir"),
                         (dict(dataset='cub'), "unknown dataset 'cub'"),
+                        (dict(dataset='gbu', split_dir='CUB', image_root='images'), "backbone='pretrained-synthetic' needs dataset='synthetic'"),
+                        (dict(kinds=['uniform', 'nearest']), "unknown candidate kinds ['nearest']"),
                         (dict(seeds='[0, 1'), "parameter 'seeds' of 06_pzsl.ipynb takes a list (default [0, 1]); got '[0, 1'")):
         with pytest.raises(pm.PapermillExecutionError, match=re.escape(msg)):
             pm.execute_notebook(str(EXP/'06_pzsl.ipynb'), str(tmp_path/'out.ipynb'), progress_bar=False,

@@ -22,8 +22,8 @@ from .zsl import make_candidates, candidate_stats, pairs_related, nearest_relate
 __all__ = ['ASSIGNMENTS', 'UPDATES', 'INITS', 'ZSLSplit', 'ZSLProblem', 'check_problem', 'world_problem', 'class_name',
            'gbu_problem', 'synthetic_problem', 'kmeans_assign', 'kmeans_assign_loop', 'assignment', 'MiningLayer',
            'PZSLModel', 'split_scores', 'partial_zsl_loss', 'restrict', 'proden_update', 'pico_update', 'pico_phi',
-           'disambiguation', 'weight_entropy', 'zsl_report', 'PZSLConfig', 'train_subset', 'CandidateUpdateCB',
-           'LabelSetFamily', 'PZSLMethod', 'ZSLZeroShotConfig', 'ZSLZeroShotMethod']
+           'disambiguation', 'weight_entropy', 'zsl_report', 'PZSLConfig', 'train_subset', 'zeroshot_weights',
+           'CandidateUpdateCB', 'LabelSetFamily', 'PZSLMethod', 'ZSLZeroShotConfig', 'ZSLZeroShotMethod']
 
 # %% ../../nbs/26_pzsl.ipynb #ce1b97ce
 @dataclass
@@ -322,6 +322,10 @@ def train_subset(labels, per_class=None) -> torch.Tensor:
     for c in labels.unique(): keep[(labels == c).nonzero()[:per_class, 0]] = True
     return keep.nonzero()[:, 0]
 
+def zeroshot_weights(p: ZSLProblem, idx, cands) -> torch.Tensor:
+    "Zero-shot CLIP's class posterior for training images `idx`, restricted to their candidate sets `cands`: the weights' start."
+    return restrict(p.logit_scale * p.splits['train'].feats[idx] @ p.class_emb[:p.n_seen].T, cands)
+
 class CandidateUpdateCB(Callback):
     "After each optimiser step past the warm-up, move the batch's candidate weights (PRODEN or PiCO)."
     order = 5
@@ -366,9 +370,7 @@ class PZSLMethod(Method):
     def build(self, bb, p, cfg):
         seed = cfg.candidate_seed if cfg.candidate_seed is not None else int(torch.randint(2 ** 31 - 1, ()))
         idx = train_subset(p.splits['train'].labels, cfg.per_class); S = self.candidates(p, idx, cfg, seed)
-        w = None
-        if cfg.init == 'zeroshot':
-            tr = p.splits['train']; w = restrict(p.logit_scale * tr.feats[idx] @ p.class_emb[:p.n_seen].T, S)
+        w = zeroshot_weights(p, idx, S) if cfg.init == 'zeroshot' else None   # None: uniform over the candidates
         m = PZSLModel(p.class_emb, p.logit_scale, S, w, cfg.depth, cfg.width, cfg.heads, cfg.ffn, cfg.assign, cfg.tau, cfg.mean_update)
         m.register_buffer('train_idx', idx); m.neg, m.candidate_seed = cfg.neg, seed; return m
     def loss(self, model, preds, idx):
