@@ -4,15 +4,16 @@
 
 # %% ../nbs/00_core.ipynb #752917a0
 from __future__ import annotations
-import os, json, random, hashlib, tempfile
+import os, json, random, hashlib, tempfile, time
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['set_seed', 'fixed_threads', 'default_device', 'cache_dir', 'atomic_write', 'atomic_write_json', 'atomic_torch_save',
-           'stable_hash', 'file_sha256', 'cache_lock']
+__all__ = ['EVENTS_ENV', 'set_seed', 'fixed_threads', 'default_device', 'cache_dir', 'atomic_write', 'atomic_write_json',
+           'atomic_torch_save', 'stable_hash', 'file_sha256', 'cache_lock', 'rank', 'world_size', 'is_main',
+           'emit_event', 'read_events']
 
 # %% ../nbs/00_core.ipynb #5050d3ad
 def set_seed(seed: int) -> int:
@@ -94,3 +95,43 @@ def cache_lock(path, timeout=None):
         lock.acquire(timeout=-1 if timeout is None else timeout)
     try: yield path
     finally: lock.release()
+
+# %% ../nbs/00_core.ipynb #96c8f6ee
+def _dist():
+    "torch.distributed when a process group is initialised, else None."
+    d = torch.distributed
+    return d if d.is_available() and d.is_initialized() else None
+
+def rank() -> int:
+    "This process's rank in the distributed run (0 without one)."
+    return _dist().get_rank() if _dist() else 0
+
+def world_size() -> int:
+    "The number of processes of the distributed run (1 without one)."
+    return _dist().get_world_size() if _dist() else 1
+
+def is_main() -> bool:
+    "Whether this process writes files and prints progress: rank 0, or the only process."
+    return rank() == 0
+
+# %% ../nbs/00_core.ipynb #4459cf5f
+EVENTS_ENV = 'CZSL_EVENTS'
+
+def emit_event(kind: str, **fields):
+    "Append {kind, time, **fields} as one JSON line to the file named by `$CZSL_EVENTS` (nothing when unset, or not rank 0)."
+    path = os.environ.get(EVENTS_ENV)
+    if not path or not is_main(): return
+    line = json.dumps({'kind': kind, 'time': round(time.time(), 3), **fields}, default=str)
+    with open(path, 'a') as f: f.write(line + '\n')          # one write of one line: readers see whole lines
+
+def read_events(path, offset=0) -> tuple[list, int]:
+    "The whole JSON lines of events file `path` from byte `offset` on, and the offset after them (a partial line waits)."
+    path = Path(path)
+    if not path.is_file(): return [], offset
+    with open(path, 'rb') as f: f.seek(offset); data = f.read()
+    end = data.rfind(b'\n') + 1
+    out = []
+    for line in data[:end].splitlines():
+        try: out.append(json.loads(line))
+        except ValueError: pass                                  # not an event (a stray write): skipped, never fatal
+    return out, offset + end

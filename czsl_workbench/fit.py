@@ -10,12 +10,13 @@ from functools import partial
 from pathlib import Path
 import torch
 from torch import nn
-from .core import set_seed, default_device, fixed_threads
+from .core import set_seed, default_device, fixed_threads, is_main, world_size, emit_event
 from .data import CompositionDataset, CaptionData, load_caption_corpus, data_identity
 from .backbones import Backbone, image_features, save_local_dir
 from .metrics import czsl_report
 from .runs import RunDir, MODEL
-from .train import Learner, DataLoaders, EvalCB, EarlyStoppingCB, SchedCB, GradClipCB, MixedPrecisionCB, cosine_schedule, default_cbs
+from .train import (Learner, DataLoaders, EvalCB, EarlyStoppingCB, SchedCB, GradClipCB, MixedPrecisionCB, DistributedCB,
+                    cosine_schedule, default_cbs, shard_loader)
 
 # %% auto #0
 __all__ = ['FAMILIES', 'METHODS', 'TrainConfig', 'make_config', 'Method', 'register', 'get_method', 'method_config', 'Family',
@@ -49,6 +50,7 @@ class Method:
     family: str = None
     Config: type = TrainConfig
     monitor: str | None = None         # the record entry that selects the epoch; None: the family's
+    n_inp: int | None = None           # leading batch entries that are the model's inputs; None: the family's
     def config(self, **overrides): return make_config(self.Config, self.name, **overrides)
     def build(self, bb, data, cfg) -> nn.Module:
         "The model to train, on backbone `bb`, for the family's prepared `data`."
@@ -100,6 +102,7 @@ class Family:
     name: str = None
     monitor: str | None = None     # the record entry whose best value selects checkpoints/best.pt; None: keep the last epoch
     n_inp: int = 1                 # how many leading entries of a batch are the model's inputs (the rest are targets)
+    distributed: bool = False      # whether its methods train data-parallel under torchrun (see `05_train`)
     def describe(self, root, bb) -> dict:
         "What identifies the data and the backbone in `parameters.json` (the backbone by its weights' sha256 too)."
         return dict(root=str(root), backbone=bb.ident if bb is not None else None, backbone_sha256=getattr(bb, 'sha256', None))
@@ -116,6 +119,10 @@ class Family:
     def callbacks(self, model, data, cfg, monitor) -> list: return []
     def report(self, model, data) -> dict: return {}
     def finish(self, model, run, params) -> dict: return {}
+    def headline(self, metrics, history) -> dict:
+        "The one number a progress line shows for a finished run: {name: value} (the last training loss by default)."
+        last = next((h for h in reversed(history) if 'train_loss' in h), None)
+        return {'train loss': last['train_loss']} if last else {}
 
 def register_family(family: Family) -> Family:
     "Make `family` available to methods that name it."
@@ -172,6 +179,7 @@ class CZSLFamily(Family):
     def callbacks(self, model, splits, cfg, monitor):
         val = lambda learn: {f'val_{k}': v for k, v in evaluate_split(learn.model, splits['val']).items() if not isinstance(v, dict)}
         return [EvalCB(val), EarlyStoppingCB(monitor, cfg.patience)]
+    def headline(self, metrics, history): return {'test AUC': metrics['test']['AUC']} if 'test' in metrics else {}
     def report(self, model, splits):
         out = {'val': evaluate_split(model, splits['val'])}
         for name in ('test', 'test_ow'):
@@ -189,7 +197,7 @@ class BackboneConfig(TrainConfig):
 
 class BackboneFamily(Family):
     "A backbone trained on image–caption pairs: batches of (image, tokens, caption id); saved as `RUN/model/`."
-    name, monitor, n_inp = 'backbone', None, 2
+    name, monitor, n_inp, distributed = 'backbone', None, 2, True
     def prepare(self, bb, root, data, cache, progress): return data if data is not None else Path(root)
     def dataset(self, model, data, cfg):
         bb = model.backbone
@@ -208,9 +216,17 @@ def fit_method(method, bb, root, run_dir, seed=0, data=None, cache=None, progres
     m = get_method(method); run = RunDir(run_dir)
     if m.family not in FAMILIES: raise ValueError(f'method {m.name!r} is of family {m.family!r}, which no chapter registered; known: {sorted(FAMILIES)}')
     fam, cfg = FAMILIES[m.family], m.config(**overrides)
+    W = world_size()
+    if W > 1 and not fam.distributed:
+        raise ValueError(f'method {m.name!r} (family {fam.name!r}) does not train data-parallel: run it in one process, not under torchrun')
+    if cfg.batch_size % W: raise ValueError(f'the batch size {cfg.batch_size} is the global batch and must be a multiple of the {W} processes')
     monitor = m.monitor or fam.monitor
     params = dict(method=m.name, **fam.describe(root, bb), seed=seed, **asdict(cfg), **(extra_parameters or {}))
-    if resume and run.finished(params): return run.read_metrics()
+    if resume and run.finished(params):
+        metrics = run.read_metrics()
+        emit_event('run_end', method=m.name, run_dir=str(run.path), reused=True, headline=fam.headline(metrics, run.read_history()))
+        return metrics
+    emit_event('run_start', method=m.name, run_dir=str(run.path), seed=seed, epochs=cfg.epochs)
     with fixed_threads(cfg.threads):                                     # the whole run, when the config names a count
         data = fam.prepare(bb, root, data, cache, progress)
         set_seed(seed); t0 = time.time()
@@ -220,19 +236,23 @@ def fit_method(method, bb, root, run_dir, seed=0, data=None, cache=None, progres
             ds = m.dataset(model, data, cfg)
             pin = model_device(model).type == 'cuda'                                     # page-locked batches copy faster to a GPU
             dls = fam.dataloaders(fam.dataset(model, data, cfg) if ds is None else ds, cfg, workers, pin); n_train = len(dls.train.dataset)
+            if W > 1: dls = DataLoaders(shard_loader(dls.train), dls.valid and shard_loader(dls.valid))   # this rank's slices
             cbs = [*default_cbs(run.path, monitor=monitor, resume=resume, parameters=params, progress=progress, nonfinite=nonfinite),
                    *fam.callbacks(model, data, cfg, monitor), SchedCB(cosine_schedule(cfg.warmup)), GradClipCB(cfg.grad_clip),
-                   *([MixedPrecisionCB(amp)] if amp else []), *cbs,
+                   *([MixedPrecisionCB(amp)] if amp else []), *([DistributedCB()] if W > 1 else []), *cbs,
                    *m.callbacks(model, data, cfg, run, seed)]
-            learn = Learner(model, dls, partial(m.loss, model), lr=cfg.lr, cbs=cbs, wd=cfg.wd, n_inp=fam.n_inp, seed=seed, device=device)
+            learn = Learner(model, dls, partial(m.loss, model), lr=cfg.lr, cbs=cbs, wd=cfg.wd, n_inp=m.n_inp or fam.n_inp, seed=seed, device=device)
             learn.fit(cfg.epochs)
             history = run.read_history()
             if monitor is not None: model.load_state_dict(run.load_checkpoint('best')['model'])
-        else: run.write_parameters(params)
+        elif is_main(): run.write_parameters(params)
         model.eval()
         metrics = {'method': m.name, 'seed': seed, 'train_s': round(time.time() - t0, 1), 'epochs_run': len(history),
                    'best_epoch': max((h['epoch'] for h in history if h.get('is_best')), default=None), 'n_train': n_train,
-                   **({'amp': amp} if amp else {})}
-        metrics.update(fam.report(model, data)); metrics.update(m.extra_metrics(model, data, cfg)); metrics.update(fam.finish(model, run, params))
-    run.write_metrics(metrics)
+                   **({'amp': amp} if amp else {}), **({'world_size': W} if W > 1 else {})}
+        metrics.update(fam.report(model, data)); metrics.update(m.extra_metrics(model, data, cfg))
+        if is_main(): metrics.update(fam.finish(model, run, params))
+    if is_main(): run.write_metrics(metrics)
+    if W > 1: torch.distributed.barrier(); metrics = run.read_metrics()         # every rank returns what rank 0 wrote
+    emit_event('run_end', method=m.name, run_dir=str(run.path), seconds=metrics['train_s'], headline=fam.headline(metrics, history))
     return metrics

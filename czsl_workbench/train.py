@@ -4,21 +4,23 @@
 
 # %% ../nbs/05_train.ipynb #c70996ee
 from __future__ import annotations
-import math, time, warnings
+import math, os, time, warnings
 from functools import partial
 from operator import attrgetter
 from pathlib import Path
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from .core import set_seed, default_device
+from torch.nn.parallel import DistributedDataParallel
+from .core import set_seed, default_device, is_main, rank, world_size, emit_event
 from .runs import RunDir
 
 # %% auto #0
 __all__ = ['AMP_DTYPES', 'CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'run_cbs',
-           'DataLoaders', 'epoch_seed', 'Learner', 'to_device', 'DeviceCB', 'RecorderCB', 'ProgressCB',
+           'DataLoaders', 'epoch_seed', 'Learner', 'to_device', 'DeviceCB', 'RecorderCB', 'ProgressCB', 'EventCB',
            'synthetic_regression', 'SchedCB', 'cosine_schedule', 'GradClipCB', 'MixedPrecisionCB', 'NonFiniteLossError',
-           'NonFiniteCB', 'EvalCB', 'CheckpointCB', 'EarlyStoppingCB', 'default_cbs']
+           'NonFiniteCB', 'unwrap', 'EvalCB', 'CheckpointCB', 'EarlyStoppingCB', 'default_cbs', 'all_gather_grad',
+           'gather_batch', 'ShardedBatchSampler', 'shard_loader', 'DistributedCB', 'init_distributed']
 
 # %% ../nbs/05_train.ipynb #24efcdf7
 class CancelFitException(Exception): "Raise in a callback to end `fit` cleanly."
@@ -169,6 +171,17 @@ class ProgressCB(Callback):
             print(' '.join(f'{k}={_fmt(v)}' for k, v in self.learn.record.items() if not k.endswith('_time')))
     def cleanup_fit(self): self.mbar.close()
 
+# %% ../nbs/05_train.ipynb #71f17bf2
+class EventCB(Callback):
+    "After each epoch, emit an `epoch` event: epoch, epochs, seconds, eta_s and the record's numbers."
+    order = 60
+    def before_fit(self): self.t0 = time.time()
+    def after_train_valid(self):
+        l = self.learn; done = l.epoch + 1 - l.start_epoch; s = time.time() - self.t0
+        nums = {k: v for k, v in l.record.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != 'epoch'}
+        emit_event('epoch', epoch=l.epoch + 1, epochs=l.n_epochs, seconds=round(s, 1),
+                   eta_s=round(s / done * (l.n_epochs - l.epoch - 1), 1), **nums)
+
 # %% ../nbs/05_train.ipynb #0f7a96e8
 def synthetic_regression(n=256, bs=32, seed=0, noise=0.0):
     "DataLoaders for `y = 2x + 1 (+ noise)`: the loop's smoke test."
@@ -250,6 +263,10 @@ class NonFiniteCB(Callback):
 # %% ../nbs/05_train.ipynb #eb161cbd
 def _better(new, best, mode): return best is None or (new > best if mode == 'max' else new < best)
 
+def unwrap(model) -> nn.Module:
+    "The module inside a `DistributedDataParallel` wrapper (any other model as it is)."
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
 # %% ../nbs/05_train.ipynb #1b950694
 class EvalCB(Callback):
     "After each epoch, merge the dict returned by `eval_fn(learn)` into the epoch record."
@@ -270,26 +287,27 @@ class CheckpointCB(Callback):
 
     def before_fit(self):
         self.best = None
-        if self.parameters is not None: self.run.write_parameters(self.parameters)
+        if self.parameters is not None and is_main(): self.run.write_parameters(self.parameters)
         if self.resume and self.run.checkpoint_path('last').exists(): self._resume()
 
     def _resume(self):
         l = self.learn
         try: ck = self.run.load_checkpoint('last')
         except ValueError as e: raise type(e)(f'cannot resume: {e}') from e
-        l.model.load_state_dict(ck['model'])
+        unwrap(l.model).load_state_dict(ck['model'])
         if l.opt is not None and ck.get('opt') is not None: l.opt.load_state_dict(ck['opt'])
         if l.sched is not None and ck.get('sched') is not None: l.sched.load_state_dict(ck['sched'])
         l.history, l.start_epoch, self.best = ck['history'], ck['epoch'] + 1, ck.get('best')
-        print(f"resumed from {self.run.checkpoint_path('last')} at epoch {l.start_epoch}")
+        if is_main(): print(f"resumed from {self.run.checkpoint_path('last')} at epoch {l.start_epoch}")
 
     def after_train_valid(self):
-        l = self.learn
+        l = self.learn; model = unwrap(l.model)
         if self.monitor is not None and self.monitor in l.record and _better(l.record[self.monitor], self.best, self.mode):
             self.best = l.record[self.monitor]; l.record['is_best'] = True
-            self.run.save_checkpoint('best', {'model': l.model.state_dict(), 'epoch': l.epoch, self.monitor: self.best})
+            if is_main(): self.run.save_checkpoint('best', {'model': model.state_dict(), 'epoch': l.epoch, self.monitor: self.best})
+        if not is_main(): return                                   # a distributed run: rank 0 alone writes the run store
         hist = l.history + [l.record]
-        self.run.save_checkpoint('last', {'model': l.model.state_dict(), 'opt': l.opt.state_dict() if l.opt else None,
+        self.run.save_checkpoint('last', {'model': model.state_dict(), 'opt': l.opt.state_dict() if l.opt else None,
                                           'sched': l.sched.state_dict() if l.sched else None, 'epoch': l.epoch,
                                           'history': hist, 'best': self.best})
         self.run.write_history(hist)
@@ -317,8 +335,84 @@ class EarlyStoppingCB(Callback):
 
 # %% ../nbs/05_train.ipynb #6456b727
 def default_cbs(run_dir=None, monitor=None, mode='max', resume=True, parameters=None, progress=True, nonfinite='raise'):
-    "Device, recorder, non-finite guard, progress and (given `run_dir`) checkpoint callbacks."
+    "Device, recorder, non-finite guard, progress (rank 0 only), events and (given `run_dir`) checkpoint callbacks."
     cbs = [DeviceCB(), RecorderCB(), NonFiniteCB(nonfinite)]
-    if progress: cbs.append(ProgressCB())
+    if progress and is_main(): cbs.append(ProgressCB())
+    cbs.append(EventCB())
     if run_dir is not None: cbs.append(CheckpointCB(run_dir, monitor=monitor, mode=mode, resume=resume, parameters=parameters))
     return cbs
+
+# %% ../nbs/05_train.ipynb #936c6b1b
+def all_gather_grad(x) -> torch.Tensor:
+    "`x` [n, ...] of every rank concatenated in rank order [W*n, ...]; the gradient flows back to this rank's own slice."
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    torch.distributed.all_gather(parts, x.detach().contiguous())
+    parts[rank()] = x                                              # the local slice keeps its graph
+    return torch.cat(parts)
+
+def gather_batch(obj, n):
+    "The global batch of `obj`: per-sample tensors [n, ...] and lists of n items gathered, other tensors' gradients / W."
+    W = world_size()
+    if W == 1: return obj
+    if isinstance(obj, torch.Tensor):
+        if obj.dim() and obj.shape[0] == n: return all_gather_grad(obj)
+        return obj.detach() + (obj - obj.detach()) / W if obj.requires_grad else obj   # same value, 1/W of the gradient
+    if isinstance(obj, dict): return {k: gather_batch(v, n) for k, v in obj.items()}
+    if isinstance(obj, tuple): return tuple(gather_batch(v, n) for v in obj)
+    if isinstance(obj, list) and len(obj) == n and not any(isinstance(v, torch.Tensor) for v in obj):
+        out = [None] * W; torch.distributed.all_gather_object(out, obj); return [v for part in out for v in part]
+    if isinstance(obj, list): return [gather_batch(v, n) for v in obj]
+    return obj
+
+# %% ../nbs/05_train.ipynb #8fa23827
+class ShardedBatchSampler(torch.utils.data.Sampler):
+    "Batches of `batch_size` indices drawn from `sampler`, of which this rank gets its contiguous 1/W slice."
+    def __init__(self, sampler, batch_size, drop_last=True):
+        W = world_size()
+        if batch_size % W: raise ValueError(f'the batch size {batch_size} is the global batch and must be a multiple of the {W} processes')
+        self.batches, self.W, self.r = torch.utils.data.BatchSampler(sampler, batch_size, drop_last), W, rank()
+    def __len__(self): return len(self.batches)
+    def __iter__(self):
+        for b in self.batches:
+            k = len(b) // self.W                                   # a short last batch loses its remainder (< W samples)
+            yield b[self.r * k:(self.r + 1) * k]
+
+def shard_loader(dl) -> torch.utils.data.DataLoader:
+    "`dl` (shuffled or not) as this rank's share of the same global batches; the loader itself with one process."
+    if world_size() == 1: return dl
+    shuffled = isinstance(dl.sampler, torch.utils.data.RandomSampler)
+    sampler = torch.utils.data.RandomSampler(dl.dataset) if shuffled else torch.utils.data.SequentialSampler(dl.dataset)
+    return torch.utils.data.DataLoader(dl.dataset, batch_sampler=ShardedBatchSampler(sampler, dl.batch_size, dl.drop_last),
+                                       num_workers=dl.num_workers, pin_memory=dl.pin_memory, collate_fn=dl.collate_fn)
+
+# %% ../nbs/05_train.ipynb #4594ace8
+def _allreduce_sum(state, bucket):
+    "DDP communication hook: sum a bucket of gradients over the ranks (DDP's own hook averages)."
+    return torch.distributed.all_reduce(bucket.buffer(), async_op=True).get_future().then(lambda f: f.value()[0])
+
+class DistributedCB(Callback):
+    "Data-parallel fit under torch.distributed: DDP with summed gradients, each rank's loss over the gathered global batch."
+    order = -9                                                     # after DeviceCB placed the model, before mixed precision
+    def before_fit(self):
+        l = self.learn
+        if world_size() == 1: return
+        ids = [torch.cuda.current_device()] if l.device.type == 'cuda' else None
+        l.model = DistributedDataParallel(l.model, device_ids=ids)
+        l.model.register_comm_hook(None, _allreduce_sum)
+    def after_predict(self):
+        l = self.learn
+        if world_size() == 1: return
+        n = len(l.batch[0])
+        l.preds = gather_batch(l.preds, n)
+        l.batch = (*l.batch[:l.n_inp], *gather_batch(tuple(l.batch[l.n_inp:]), n))
+    def after_train_valid(self):
+        if world_size() > 1: torch.distributed.barrier()           # rank 0 has written this epoch's checkpoint
+    def cleanup_fit(self): self.learn.model = unwrap(self.learn.model)
+
+def init_distributed(backend=None) -> bool:
+    "Join the process group that `torchrun` describes in the environment (`WORLD_SIZE` > 1); whether one is up."
+    if world_size() > 1: return True
+    if int(os.environ.get('WORLD_SIZE', '1')) < 2: return False
+    if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', '0')))
+    torch.distributed.init_process_group(backend or ('nccl' if torch.cuda.is_available() else 'gloo'))
+    return True

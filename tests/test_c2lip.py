@@ -59,7 +59,7 @@ def test_hard_negatives_add_text_columns_that_raise_the_softmax_loss(micro):
     batch = [torch.stack([cd[i][j] for i in range(3)]) if j < 6 else [cd[i][j] for i in range(3)] for j in range(8)]
     plain, neg = ConceptStep(micro, method_config('clip-finetune')).eval(), ConceptStep(micro, method_config('negclip')).eval()
     with torch.no_grad():
-        a, b = concept_loss(plain, plain(*batch[:2]), *batch[2:]), concept_loss(neg, neg(*batch[:2]), *batch[2:])
+        a, b = concept_loss(plain, plain(*batch)), concept_loss(neg, neg(*batch))
     assert float(b['contrastive']) > float(a['contrastive'])        # extra columns in every image's softmax
 
 def test_scene_corpus_is_cached_keyed_and_never_half_written(tmp_path, monkeypatch):

@@ -10,17 +10,20 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
+from ..core import rank
 from ..backbones import Backbone, encode_images
 from ..data import CaptionData, load_caption_corpus
 from ..concepts import concepts_of, concept_stats
+from ..train import gather_batch
 from ..fit import Method, BackboneConfig
 from .losses import total_loss
 from open_clip.model import CLIP, text_global_pool
 
 # %% auto #0
 __all__ = ['FORMS', 'info_nce', 'nce_rows', 'sigmoid_loss', 'contrastive', 'attention_pool', 'attention_pool_loop', 'xac_scores',
-           'encode_short_texts', 'hard_negative', 'modifier_pool', 'ConceptData', 'ConceptStep', 'concept_loss',
-           'FinetuneConfig', 'NegCLIPConfig', 'C2LIPConfig', 'FinetuneMethod', 'NegCLIPMethod', 'C2LIPMethod']
+           'encode_short_texts', 'hard_negative', 'modifier_pool', 'ConceptData', 'ConceptStep', 'hard_negatives',
+           'concept_loss', 'FinetuneConfig', 'NegCLIPConfig', 'C2LIPConfig', 'FinetuneMethod', 'NegCLIPMethod',
+           'C2LIPMethod']
 
 # %% ../../nbs/22_c2lip.ipynb #8823ff7a
 def info_nce(logits, pos):
@@ -126,7 +129,7 @@ class ConceptData(CaptionData):
 
 # %% ../../nbs/22_c2lip.ipynb #520b859c
 class ConceptStep(nn.Module):
-    "A trainable copy of a `Backbone`: (images, tokens) -> dict of embeddings, scale, bias and (for XAC) patch tokens."
+    "A trainable copy of a `Backbone`: a `ConceptData` batch -> dict of everything `concept_loss` reads, per sample."
     def __init__(self, bb: Backbone, cfg):
         super().__init__()
         self.backbone = replace(bb, model=copy.deepcopy(bb.model).train().requires_grad_(True))
@@ -137,29 +140,46 @@ class ConceptStep(nn.Module):
         if self.cfg.form != 'sigmoid': return 0.
         return self.bias if self.bias is not None else self.clip.logit_bias
     def encode_text(self, tokens): return self.clip.encode_text(tokens, normalize=True)
-    def forward(self, images, tokens):
-        if self.cfg.xac: x, u = encode_images(self.backbone, images, tokens=True)       # [M, D], [M, P, D]
+    def forward(self, images, tokens, ptok=None, n_phr=None, pids=None, cids=None, caps=None, phrases=None):
+        cfg = self.cfg
+        if cfg.xac: x, u = encode_images(self.backbone, images, tokens=True)       # [M, D], [M, P, D]
         else: x, u = self.clip.encode_image(images, normalize=True), None
-        return dict(image=x, text=self.encode_text(tokens), scale=self.clip.logit_scale.exp().clamp(max=100),
-                    bias=self.logit_bias(), tokens=u)
+        out = dict(image=x, text=self.encode_text(tokens), scale=self.clip.logit_scale.exp().clamp(max=100),
+                   bias=self.logit_bias(), tokens=u, cids=cids, pids=pids, n_phr=n_phr, phrases=None, negative=None, has_negative=None)
+        if (cfg.npc or cfg.xac) and ptok is not None: out['phrases'] = self.encode_phrases(ptok, n_phr)
+        if cfg.negatives and caps is not None: out['negative'], out['has_negative'] = self.encode_negatives(x, cids, caps, phrases)
+        return out
+    def encode_phrases(self, ptok, n_phr):
+        "Embeddings [M, K, D] of each caption's phrases `ptok` [M, K, L] (the first `n_phr` [M] of each; zeros after)."
+        keep = torch.arange(ptok.shape[1], device=ptok.device)[None] < n_phr[:, None]        # [M, K]
+        n = encode_short_texts(self.clip, ptok[keep])                                         # [N, D]
+        out = n.new_zeros(*keep.shape, n.shape[1]); out[keep] = n                             # [M, K, D]
+        return out
+    def encode_negatives(self, x, cids, caps, phrases):
+        "Embeddings [M, D] of this batch's hard negatives and which captions [M] have one, drawn over the global batch."
+        M = len(caps)
+        negs = hard_negatives(gather_batch(list(caps), M), gather_batch(list(phrases), M), gather_batch(cids, M))
+        mine = negs[rank() * M:(rank() + 1) * M]                                              # this rank's slice
+        has = torch.tensor([bool(n) for n in mine], device=x.device)                         # [M]
+        emb = x.new_zeros(M, x.shape[1])                                                      # [M, D]
+        if has.any(): emb[has] = self.encode_text(self.backbone.tokenizer([n for n in mine if n]).to(x.device))
+        return emb, has
 
-def _negatives(model, caps, phrases, cids):
-    "Embeddings [M', D] of the hard negatives of a batch's captions (None when none could be made)."
+def hard_negatives(caps, phrases, cids) -> list:
+    "A NegCLIP-style negative (or None) for each caption of a batch: `phrases` as 'a|b', the pool and the seed from the batch."
     concepts = [p.split('|') if p else [] for p in phrases]
     rng = np.random.default_rng([int(v) for v in cids[:8]])
-    pool, negs = modifier_pool(concepts), []
-    for c, cs in zip(caps, concepts): negs.append(hard_negative(c, cs, pool, rng))
-    negs = [n for n in negs if n]
-    if not negs: return None
-    return model.encode_text(model.backbone.tokenizer(negs).to(cids.device))
+    pool = modifier_pool(concepts)
+    return [hard_negative(c, cs, pool, rng) for c, cs in zip(caps, concepts)]
 
-def concept_loss(model, p, ptok, n_phr, pids, cids, caps, phrases) -> dict:
+def concept_loss(model, p) -> dict:
     "The base contrastive loss plus the weighted NPC, XAC and hard-negative terms (only those with a weight) and each part."
     cfg, t, b = model.cfg, p['scale'], p['bias']
-    x, y = p['image'], p['text']                                                     # [M, D], [M, D]
+    x, y, cids = p['image'], p['text'], p['cids']                                     # [M, D], [M, D], [M]
     pos = cids[:, None] == cids[None]                                                # [M, M]
     logits, parts = t * x @ y.T + b, {}
-    yn = _negatives(model, caps, phrases, cids) if cfg.negatives else None
+    has = p['has_negative']
+    yn = p['negative'][has] if has is not None and has.any() else None              # [M', D]
     if yn is None: parts['contrastive'] = contrastive(logits, pos, cfg.form)
     else:                                    # the negatives are extra text columns: image-to-text only for the softmax
         ln = t * x @ yn.T + b                                                        # [M, M']
@@ -167,12 +187,13 @@ def concept_loss(model, p, ptok, n_phr, pids, cids, caps, phrases) -> dict:
         parts['contrastive'] = (sigmoid_loss(full, fpos) if cfg.form == 'sigmoid'
                                 else (nce_rows(full, fpos) + nce_rows(logits.T, pos.T)) / 2)
     if cfg.npc or cfg.xac:
-        keep = torch.arange(ptok.shape[1], device=ptok.device)[None] < n_phr[:, None]       # [M, K]
-        n = encode_short_texts(model.clip, ptok[keep])                               # [N, D]
+        phr = p['phrases']                                                            # [M, K, D]
+        keep = torch.arange(phr.shape[1], device=phr.device)[None] < p['n_phr'][:, None]   # [M, K]
+        n = phr[keep]                                                                 # [N, D]
         owner = torch.arange(len(x), device=x.device)[:, None].expand_as(keep)[keep]  # [N]
         ppos = owner[None] == torch.arange(len(x), device=x.device)[:, None]           # [M, N]
         if cfg.multi_positive:
-            ids = pids[keep]; same = ids[:, None] == ids[None]                        # [N, N]
+            ids = p['pids'][keep]; same = ids[:, None] == ids[None]                   # [N, N]
             ppos = (ppos.float() @ same.float()) > 0
         if cfg.npc: parts['npc'] = contrastive(t * x @ n.T + b, ppos, cfg.form)
         if cfg.xac: parts['xac'] = contrastive(t * xac_scores(n, p['tokens'], cfg.temperature) + b, ppos, cfg.form)
@@ -217,6 +238,7 @@ class C2LIPConfig(FinetuneConfig):
 class FinetuneMethod(Method):
     "Standard contrastive fine-tuning of a pretrained CLIP (the baseline of every concept and hard-negative row)."
     name, family, Config = 'clip-finetune', 'backbone', FinetuneConfig
+    n_inp = 8                                            # the model reads the whole ConceptData batch (see ConceptStep)
     def build(self, bb, data, cfg):
         if bb is None: raise ValueError(f'{self.name!r} fine-tunes a pretrained backbone: pass one (for training from scratch use clip-pretrain)')
         return ConceptStep(bb, cfg)
@@ -224,7 +246,7 @@ class FinetuneMethod(Method):
         imgs, caps = load_caption_corpus(root, model.backbone.image_size, cfg.limit, img_key=cfg.img_key, caption_key=cfg.caption_key, sep=cfg.sep)
         ds = ConceptData(imgs, caps, model.backbone.tokenizer, max_phrases=cfg.max_phrases, backend=cfg.backend)
         model.phrase_stats = ds.stats; return ds
-    def loss(self, model, preds, *targets): return concept_loss(model, preds, *targets)
+    def loss(self, model, preds): return concept_loss(model, preds)
     def extra_metrics(self, model, data, cfg):
         "Concept phrases per caption of the training corpus (mean, min, max, histogram, share that fell back to the caption)."
         s = model.phrase_stats

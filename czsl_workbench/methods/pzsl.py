@@ -355,6 +355,7 @@ class LabelSetFamily(Family):
             return {**r, 'train_disamb': disambiguation(m.weights.cpu(), y), 'train_disamb_model': disambiguation(own, y),
                     'train_entropy': weight_entropy(m.weights.cpu())}
         return [EvalCB(log), EarlyStoppingCB(monitor, cfg.patience)]
+    def headline(self, metrics, history): return {'test H (calibrated)': metrics['test']['H_cs']} if 'test' in metrics else {}
     def report(self, model, p):
         val = zsl_report(model, p.splits['val'], p.n_seen)
         return {'val': val, 'test': zsl_report(model, p.splits['test'], p.n_seen, gamma=val['gamma'])}
