@@ -4,7 +4,7 @@
 
 # %% ../nbs/33_docs.ipynb #f9b3cc15
 from __future__ import annotations
-import argparse, copy, html, json, os, posixpath, re, shutil, sys, tempfile, time, warnings
+import argparse, copy, html, json, logging, os, posixpath, re, shutil, sys, tempfile, time, warnings
 from pathlib import Path
 from urllib.parse import quote
 import nbformat
@@ -359,6 +359,11 @@ def _render(page, exporter, site_root: Path, execute: bool):
         msg = f'{type(e).__name__}: {e}'.replace('\n', ' ')
         page.update(status='not rendered', error=msg if len(msg) <= 300 else msg[:297] + '...')
 
+def _exporter_log():
+    "A logger for nbconvert that keeps errors only: it warns of every plot without alt text, which a reader cannot act on."
+    log = logging.getLogger('czsl_workbench.docs.nbconvert'); log.setLevel(logging.ERROR)
+    return log
+
 def build_docs(out, nbs=None, runs=(), execute=False, title=None, progress=True) -> Path:
     "Render the chapters, experiments, benchmarks and executed runs to a static site in `out`; returns `out/index.html`."
     from nbconvert import HTMLExporter
@@ -377,7 +382,7 @@ def build_docs(out, nbs=None, runs=(), execute=False, title=None, progress=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{out.name}.building-', dir=out.parent))
     try:
-        exporter = HTMLExporter(template_name='lab', embed_images=True)
+        exporter = HTMLExporter(template_name='lab', embed_images=True, log=_exporter_log())   # no alt-text warnings
         for p in tqdm(pages, desc='czsl-docs', unit='nb', disable=not progress): _render(p, exporter, tmp, execute)
         if any(p.get('plotly') for p in pages): (tmp/PLOTLY_JS).parent.mkdir(); shutil.copy(plotly_js(), tmp/PLOTLY_JS)
         intro = next((p for p in pages if p['section'] in BOOK and Path(p['src']).name == 'index.ipynb' and p['status'] != 'not rendered'), None)
