@@ -20,7 +20,8 @@ __all__ = ['AMP_DTYPES', 'CancelFitException', 'CancelEpochException', 'CancelBa
            'DataLoaders', 'epoch_seed', 'Learner', 'to_device', 'DeviceCB', 'RecorderCB', 'ProgressCB', 'EventCB',
            'synthetic_regression', 'SchedCB', 'cosine_schedule', 'GradClipCB', 'MixedPrecisionCB', 'NonFiniteLossError',
            'NonFiniteCB', 'unwrap', 'EvalCB', 'CheckpointCB', 'EarlyStoppingCB', 'default_cbs', 'all_gather_grad',
-           'gather_batch', 'ShardedBatchSampler', 'shard_loader', 'DistributedCB', 'init_distributed']
+           'gather_batch', 'ShardedBatchSampler', 'shard_loader', 'DistributedCB', 'init_distributed',
+           'close_distributed']
 
 # %% ../nbs/05_train.ipynb #24efcdf7
 class CancelFitException(Exception): "Raise in a callback to end `fit` cleanly."
@@ -416,3 +417,7 @@ def init_distributed(backend=None) -> bool:
     if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', '0')))
     torch.distributed.init_process_group(backend or ('nccl' if torch.cuda.is_available() else 'gloo'))
     return True
+
+def close_distributed():
+    "Leave the process group (after every rank got here), so that a process exits cleanly; nothing without one."
+    if world_size() > 1: torch.distributed.barrier(); torch.distributed.destroy_process_group()

@@ -63,8 +63,8 @@ GRAD_SCRIPT = textwrap.dedent('''
     from torch import nn
     import torch.nn.functional as F
     from czsl_workbench.core import rank, world_size
-    from czsl_workbench.train import (init_distributed, Learner, DataLoaders, DeviceCB, DistributedCB, Callback,
-                                      CancelFitException, shard_loader, unwrap)
+    from czsl_workbench.train import (init_distributed, close_distributed, Learner, DataLoaders, DeviceCB, DistributedCB,
+                                      Callback, CancelFitException, shard_loader, unwrap)
     from czsl_workbench.methods.losses import clip_loss
     class Towers(nn.Module):
         "Two linear towers and a learned logit scale: the smallest CLIP."
@@ -86,6 +86,7 @@ GRAD_SCRIPT = textwrap.dedent('''
     clip_loss(*ref(X, Y), caption_ids=ids).backward()
     diff = {k: float((grab.g[k] - p.grad).abs().max()) for k, p in ref.named_parameters()}
     if rank() == 0: json.dump(dict(world=world_size(), diff=diff, scale=float(ref.s.grad)), open(sys.argv[1], 'w'))
+    close_distributed()
 ''')
 
 def test_one_step_gradient_is_the_global_batch_gradient(tmp_path):
@@ -129,7 +130,7 @@ def test_a_killed_run_resumes_under_two_processes(world, pretrained, tmp_path):
     assert len(history(tmp_path/'run')) == 1 and not (tmp_path/'run'/'metrics.json').exists()
     r = fit('clip-pretrain', '--data', str(world), '--out', str(tmp_path/'run'),
             *[x for k, v in opts.items() for x in ('-o', k, str(v))], procs=2)
-    assert r.stdout.count('resumed from') == 1                                   # said once, by rank 0
+    assert r.stdout.count('resumed from') == 1 and r.stdout.count('clip-pretrain finished') == 1   # said once, by rank 0
     assert_same_curve(pretrained[0], tmp_path/'run'); assert_same_weights(pretrained[0], tmp_path/'run')
 
 def test_a_family_that_is_not_data_parallel_refuses_under_torchrun(world, pretrained, tmp_path):

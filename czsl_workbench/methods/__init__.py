@@ -19,9 +19,10 @@ BUILTIN = register(ZeroShotMethod, CSPMethod, LinearProbeMethod, ClusProMethod, 
 # %% ../../nbs/10_methods.ipynb #f164991c
 import argparse, ast, json
 from dataclasses import fields as _fields
-from ..core import is_main
+import torch
+from ..core import is_main, world_size
 from ..backbones import create_backbone
-from ..train import init_distributed
+from ..train import init_distributed, close_distributed
 from ..fit import fit_method, get_method, FAMILIES
 
 def option_value(text: str, default):
@@ -51,11 +52,16 @@ def fit_cli(argv=None):
     bad = [k for k, _ in a.option if k not in defaults]
     if bad: p.error(f"unknown option(s) {bad} for {m.name}; its options: {', '.join(defaults)}")
     opts = {k: option_value(v, defaults[k]) for k, v in a.option}
-    init_distributed()
-    bb = create_backbone(a.backbone, pretrained=a.pretrained, device='cpu') if a.backbone else None
-    metrics = fit_method(m, bb, a.data, a.out, seed=a.seed, progress=not a.no_progress, device=a.device, amp=a.amp,
-                         workers=a.workers, **opts)
-    if is_main():
+    init_distributed(); main = is_main()                      # asked while the group is up: rank 0 prints the result
+    try:
+        bb = create_backbone(a.backbone, pretrained=a.pretrained, device='cpu') if a.backbone else None
+        metrics = fit_method(m, bb, a.data, a.out, seed=a.seed, progress=not a.no_progress, device=a.device, amp=a.amp,
+                             workers=a.workers, **opts)
+        close_distributed()                                    # every rank leaves the group together: a clean exit
+    except BaseException:
+        if world_size() > 1: torch.distributed.destroy_process_group()   # no barrier: the other ranks may be gone
+        raise
+    if main:
         head = FAMILIES[m.family].headline(metrics, [])
         print(f"{m.name} finished: {a.out}" + ''.join(f', {k} {v:.4f}' for k, v in head.items())
               + (f", model {metrics['model']}" if 'model' in metrics else ''))
