@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #752917a0
 from __future__ import annotations
-import os, json, random, hashlib, tempfile, time
+import os, ast, json, random, hashlib, tempfile, time
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -12,8 +12,8 @@ import torch
 
 # %% auto #0
 __all__ = ['EVENTS_ENV', 'set_seed', 'fixed_threads', 'default_device', 'cache_dir', 'atomic_write', 'atomic_write_json',
-           'atomic_torch_save', 'stable_hash', 'file_sha256', 'cache_lock', 'rank', 'world_size', 'is_main',
-           'emit_event', 'read_events']
+           'atomic_torch_save', 'stable_hash', 'file_sha256', 'cache_lock', 'parse_value', 'rank', 'world_size',
+           'is_main', 'emit_event', 'read_events']
 
 # %% ../nbs/00_core.ipynb #5050d3ad
 def set_seed(seed: int) -> int:
@@ -95,6 +95,16 @@ def cache_lock(path, timeout=None):
         lock.acquire(timeout=-1 if timeout is None else timeout)
     try: yield path
     finally: lock.release()
+
+# %% ../nbs/00_core.ipynb #bb9d3728
+def parse_value(text: str, default):
+    "A command-line string as a value for a parameter with `default` (a literal, or the text itself for string parameters)."
+    if isinstance(default, str): return text
+    low = text.strip().lower()
+    if low in ('true', 'false'): return low == 'true'
+    if low in ('none', 'null'): return None
+    try: return ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError): return text
 
 # %% ../nbs/00_core.ipynb #96c8f6ee
 def _dist():

@@ -8,12 +8,12 @@ import argparse, ast, json, os, sys, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-from .core import EVENTS_ENV, atomic_write_json, cache_dir, emit_event, read_events
+from .core import EVENTS_ENV, atomic_write_json, emit_event, read_events
 from .synthetic import world_path
-from .methods.pretrain import pretrained_backbone, pretrain_options, pretrain_key
+from .methods.pretrain import pretrained_backbone, pretrained_run, pretrain_options
 from .experiments import experiments_dir, notebook_parameters, run_notebook
 from .docs import build_docs
-from .runs import EXECUTED, RunDir
+from .runs import EXECUTED
 
 # %% auto #0
 __all__ = ['C2LIP_ROWS', 'PZSL_ROWS', 'TOUR', 'EPOCH_NUMBERS', 'STAGE_NAMES', 'Step', 'record_parameters', 'records_dir',
@@ -201,9 +201,6 @@ def _stage_params(step, full, base) -> dict:
     if 'progress' in notebook_parameters(experiments_dir()/step.notebook): params['progress'] = False   # no bars
     return params
 
-def _backbone_cached(world, hp) -> bool:
-    return RunDir(cache_dir('backbones', pretrain_key(world, **hp))).finished()
-
 def _run_step(say, i, n, name, step, params, full, out) -> dict:
     "Stage `i` of `n`: run `step`'s notebook into `out/name`; what the summary keeps of it."
     own = ('dataset', 'world_size', 'world_seed', 'pretrain', 'progress')           # the demo's, said in stages 1 and 2
@@ -232,7 +229,7 @@ def run_demo(out='demo_out', size='default', seed=0, pretrain=None, full=False, 
             t = time.time(); world = world_path(size=size, seed=seed, progress=False)
             times['world_s'] = round(time.time() - t, 1)
             say(f"      ready in {fmt_seconds(times['world_s'])}: {world}")
-            how = 'from the cache' if _backbone_cached(world, hp) else 'trained once, then cached'
+            how = 'from the cache' if pretrained_run(world, **hp).finished() else 'trained once, then cached'
             say(f"[2/{n}] backbone: the small CLIP {hp['model_name']} pretrained on the world's captions "
                 f"({plural(hp['epochs'], 'epoch')}, {plural(hp['threads'], 'thread')}), {how}")
             emit_event('row', row=f"pretraining {hp['model_name']}")

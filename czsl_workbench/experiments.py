@@ -8,11 +8,11 @@ import argparse, ast, contextlib, difflib, itertools, json, logging, os, re, shu
 from datetime import datetime, timezone
 from pathlib import Path
 import nbformat
-from .core import atomic_write_json, stable_hash, file_sha256
+from .core import atomic_write_json, stable_hash, file_sha256, parse_value
 from .runs import ATTEMPTS, EXECUTED, METRICS, PARAMETERS, RUN_INFO, RUN_LOG, SWEEP
 
 # %% auto #0
-__all__ = ['ANY', 'RUN_FILES', 'ParameterError', 'notebook_parameters', 'experiment_notebook', 'check_value', 'parse_value',
+__all__ = ['ANY', 'RUN_FILES', 'ParameterError', 'notebook_parameters', 'experiment_notebook', 'check_value',
            'checked_parameters', 'run_name', 'plan_sweep', 'describe_error', 'execute_run', 'nbs_dir',
            'experiments_dir', 'RunFailed', 'run_notebook', 'is_finished', 'dask_client', 'sweep', 'parse_cli',
            'run_cli']
@@ -69,15 +69,6 @@ def check_value(name, value, default, nb='the notebook'):
     else: ok = isinstance(value, type(default))
     if not ok: raise ParameterError(f"parameter {name!r} of {nb} takes {_type_name(default)} (default {default!r}); got {value!r}")
     return value
-
-def parse_value(text: str, default):
-    "A command-line string as a value for a parameter with `default` (a literal, or the text itself for string parameters)."
-    if isinstance(default, str): return text
-    low = text.strip().lower()
-    if low in ('true', 'false'): return low == 'true'
-    if low in ('none', 'null'): return None
-    try: return ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError): return text
 
 def checked_parameters(ns: dict, nb) -> dict:
     "Check the parameters in namespace `ns` (a notebook's `globals()`) against notebook `nb`'s defaults, parsing texts; in place."

@@ -6,11 +6,12 @@ import papermill as pm, pytest
 EXP = Path(__file__).resolve().parents[1]/'nbs'/'experiments'
 
 def test_demo_cli_tour(tmp_path):
-    """czsl-demo's tour on the tiny world and the micro CLIP, from this session's bare cache: world, backbone, the four
+    """czsl-demo's tour on the tiny world and the micro CLIP, from an empty cache of its own: world, backbone, the four
     experiments with the tour's rows, their progress lines, the summary and the site, and nothing on stderr."""
     out = tmp_path/'demo'
     r = subprocess.run(['czsl-demo', '--out', str(out), '--size', 'tiny', '--model', 'czsl-vit-micro', '--pretrain-epochs', '1'],
-                       capture_output=True, text=True, env={**os.environ, 'HF_HUB_OFFLINE': '1'}, timeout=900)
+                       capture_output=True, text=True, timeout=900,
+                       env={**os.environ, 'HF_HUB_OFFLINE': '1', 'CZSL_CACHE': str(tmp_path/'cache')})   # bare, whatever ran before
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stderr == '', r.stderr[-3000:]                                    # no warnings, no progress bars
     # the zero-shot floor, with the demo's backbone

@@ -55,6 +55,15 @@ def test_c2lip_experiment_trains_every_row_and_reads_them_with_the_probe(tmp_pat
     p = json.loads((tmp_path/'runs'/'C2LIP_code_labels'/'seed0'/'parameters.json').read_text())
     assert p['multi_positive'] is False and p['npc'] == 1.0
 
+def test_c2lip_experiment_names_bad_rows(tmp_path):
+    import pytest
+    for params, msg in ((dict(rows=['standard', 'CLIP++']), "unknown rows ['CLIP++']"),
+                        (dict(rows=['pretrained', 'standard'], head_rows=['C2LIP']), "head_rows ['C2LIP'] are not in rows")):
+        with pytest.raises(pm.PapermillExecutionError, match=re.escape(msg)):
+            pm.execute_notebook(str(EXP/'05_c2lip.ipynb'), str(tmp_path/'out.ipynb'), progress_bar=False,
+                                parameters=dict(progress=False, out_dir=str(tmp_path), **params))
+        assert not (tmp_path/'metrics.json').exists()
+
 def test_c2lip_experiment_runs_on_a_caption_csv_by_parameter(tmp_path):
     "The real-data path: the training corpus is an open_clip-style CSV; the world still gives the probe and the floor."
     import numpy as np

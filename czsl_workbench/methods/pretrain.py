@@ -18,7 +18,7 @@ from .losses import clip_loss
 
 # %% auto #0
 __all__ = ['ContrastiveStep', 'PretrainConfig', 'CLIPPretrainMethod', 'pretrain_clip', 'pretrain_options', 'pretrain_key',
-           'pretrained_backbone', 'pretrain_cli']
+           'pretrained_run', 'pretrained_backbone', 'pretrain_cli']
 
 # %% ../../nbs/20_pretrain.ipynb #61e67582
 class ContrastiveStep(nn.Module):
@@ -62,10 +62,14 @@ def pretrain_key(world_dir, **options) -> str:
     "The cache key of a pretraining: the data's identity and every option."
     return stable_hash({'world': data_identity(world_dir), **pretrain_options(**options)})
 
+def pretrained_run(world_dir, **options) -> RunDir:
+    "The cached run folder of the pretraining of `world_dir` with `options` (finished or not)."
+    return RunDir(cache_dir('backbones', pretrain_key(world_dir, **options)))
+
 def pretrained_backbone(world_dir, device=None, progress=True, **options) -> Backbone:
     "The small CLIP pretrained on `world_dir`'s captions: loaded from the cache, or trained (and cached) once."
     opts = pretrain_options(**options)
-    run = RunDir(cache_dir('backbones', pretrain_key(world_dir, **opts)))
+    run = pretrained_run(world_dir, **opts)
     with cache_lock(run.path):                                                   # one process builds, the others wait
         if run.finished():
             try: return create_backbone(f'local-dir:{run.file(MODEL)}', device=device)
