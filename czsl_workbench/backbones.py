@@ -5,6 +5,7 @@
 # %% ../nbs/03_backbones.ipynb #e046af91
 from __future__ import annotations
 import os, json, logging, platform, warnings
+from importlib import resources
 from dataclasses import dataclass
 from pathlib import Path
 import torch
@@ -15,9 +16,10 @@ from .core import cache_dir, stable_hash, file_sha256, atomic_write_json, atomic
 from .data import CLIP_MEAN, CLIP_STD, dataset_features
 
 # %% auto #0
-__all__ = ['SMALL_CONFIGS', 'BUILD_RECORD', 'WEIGHT_FILES', 'register_small_configs', 'OfflineWeightsError', 'BackboneError',
-           'Backbone', 'hub_weights_cached', 'create_backbone', 'freeze_model', 'encode_texts', 'encode_images',
-           'local_dir_weights', 'check_local_dir', 'save_local_dir', 'image_features', 'image_tokens']
+__all__ = ['SMALL_CONFIGS', 'SHIPPED', 'SHIPPED_WEIGHTS', 'BUILD_RECORD', 'WEIGHT_FILES', 'register_small_configs',
+           'OfflineWeightsError', 'BackboneError', 'Backbone', 'hub_weights_cached', 'create_backbone', 'freeze_model',
+           'encode_texts', 'encode_images', 'local_dir_weights', 'check_local_dir', 'save_local_dir', 'shipped_root',
+           'shipped_folder', 'image_features', 'image_tokens']
 
 # %% ../nbs/03_backbones.ipynb #ebc944ed
 SMALL_CONFIGS = {
@@ -63,6 +65,17 @@ class Backbone:
     @property
     def device(self): return next(self.model.parameters()).device
 
+# %% ../nbs/03_backbones.ipynb #17f1acc9
+SHIPPED = {   # (open_clip config, tag) -> the package folder, the weights' sha256, and what they were trained on
+    ('czsl-vit-tiny', 'world-default'): dict(
+        folder='czsl-vit-tiny-world-default', sha256='119327a06f26f484f25237dfaea195ad17a25d3e7afca059844741c13e26b23b',
+        data='world:ea5ce0060a8bc7279e602124744102c5f7a04d9d41bac0e4a2250fda17999efd',   # data.data_identity of the world
+        options=dict(epochs=4, lr=0.002, batch_size=128, wd=0.1, warmup=0.05, grad_clip=1.0, threads=1, limit=None,
+                     model_name='czsl-vit-tiny', seed=0)),
+}
+SHIPPED_WEIGHTS = 'open_clip_model.safetensors'
+
+
 # %% ../nbs/03_backbones.ipynb #6edc7be9
 def _weights_ident(name, pretrained):
     "(ident, sha256) of the weights: the file's hash for local files and folders (checked), the tag for hub weights."
@@ -98,11 +111,14 @@ def hub_weights_cached(name, pretrained) -> bool:
 def create_backbone(name='czsl-vit-tiny', pretrained=None, device=None, freeze=False, **kwargs) -> Backbone:
     "Build an open_clip model (hub tag, local file, `local-dir:` folder or a workbench config) with tokenizer and transforms."
     register_small_configs()
+    tag = pretrained if (name, pretrained) in SHIPPED else None
+    if tag: pretrained = str(shipped_folder(name, tag)/SHIPPED_WEIGHTS)          # checked against the code's sha256
     if name.startswith('local-dir:') and not Path(name[len('local-dir:'):]).is_dir():
         raise FileNotFoundError(f"backbone folder not found: {name[len('local-dir:'):]}")
     if pretrained and not os.path.isfile(pretrained) and ('/' in pretrained or pretrained.endswith(('.pt', '.bin', '.safetensors'))):
         raise FileNotFoundError(f"pretrained checkpoint file not found: {pretrained}")
     ident, sha = _weights_ident(name, pretrained)                    # local weights are checked before they are loaded
+    if tag: ident = f'{name}@{tag}-{sha[:16]}'
     local = (local_dir_weights(Path(name[len('local-dir:'):])) if name.startswith('local-dir:')
              else pretrained if pretrained and os.path.isfile(pretrained) else None)
     is_tag = pretrained and not os.path.isfile(pretrained)
@@ -121,7 +137,7 @@ def create_backbone(name='czsl-vit-tiny', pretrained=None, device=None, freeze=F
         finally: logging.getLogger().setLevel(prev)
     model = model.to(device or default_device())
     if freeze: freeze_model(model)
-    return Backbone(model, open_clip.get_tokenizer(name), pp_train, pp_val, name, pretrained, ident, sha)
+    return Backbone(model, open_clip.get_tokenizer(name), pp_train, pp_val, name, tag or pretrained, ident, sha)
 
 def freeze_model(model):
     "Turn off gradients of every parameter and put the model in eval mode."
@@ -153,6 +169,11 @@ def encode_images(bb: Backbone, images, tokens=False, normalize=True):
 BUILD_RECORD = 'build.json'
 WEIGHT_FILES = ('*.bin', '*.safetensors', '*.pt')
 
+def _save_safetensors(tensors, path):
+    "Write `tensors` as a safetensors file, atomically (a temporary file in the same folder, then a rename)."
+    from safetensors.torch import save_file
+    tmp = Path(path).with_name(Path(path).name + '.tmp'); save_file(tensors, str(tmp)); os.replace(tmp, path)
+
 def local_dir_weights(folder) -> Path | None:
     "The weights file of a `local-dir:` folder (the first of *.bin, *.safetensors, *.pt), or None."
     return next((w for pat in WEIGHT_FILES for w in sorted(Path(folder).glob(pat))), None)
@@ -171,19 +192,43 @@ def check_local_dir(folder) -> str:
             "or restore the file")
     return sha
 
-def save_local_dir(bb_model, name, out, record=None):
+def save_local_dir(bb_model, name, out, record=None, safetensors=False):
     "Save an open_clip model as a `local-dir:` folder (config JSON, weights, then `build.json` with their sha256)."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     cfg = open_clip.get_model_config(name) if not name.startswith('local-dir:') else json.loads((Path(name[10:])/'open_clip_config.json').read_text())['model_cfg']
     if getattr(bb_model, 'logit_bias', None) is not None and 'init_logit_bias' not in cfg:    # built with a bias the config lacks
         cfg = {**cfg, 'init_logit_bias': float(bb_model.logit_bias.detach())}
-    atomic_torch_save(bb_model.state_dict(), out/'open_clip_pytorch_model.bin')
+    w = out/(SHIPPED_WEIGHTS if safetensors else 'open_clip_pytorch_model.bin')
+    if safetensors: _save_safetensors({k: v.contiguous() for k, v in bb_model.state_dict().items()}, w)
+    else: atomic_torch_save(bb_model.state_dict(), w)
     atomic_write_json(out/'open_clip_config.json', {'model_cfg': cfg, 'preprocess_cfg': {
         'size': cfg['vision_cfg']['image_size'], 'mean': list(CLIP_MEAN), 'std': list(CLIP_STD),
         'interpolation': 'bicubic', 'resize_mode': 'shortest'}})
-    atomic_write_json(out/BUILD_RECORD, {**(record or {}), 'sha256': file_sha256(out/'open_clip_pytorch_model.bin', n=64),
+    atomic_write_json(out/BUILD_RECORD, {**(record or {}), 'sha256': file_sha256(w, n=64),
                                          'torch': torch.__version__, 'open_clip': open_clip.__version__, 'python': platform.python_version()})
     return out
+
+# %% ../nbs/03_backbones.ipynb #25de0086
+def shipped_root() -> Path:
+    "The package's folder of shipped weights."
+    return Path(str(resources.files('czsl_workbench')))/'weights'
+
+def _rebuild_hint(name, tag):
+    return (f"Restore it (reinstall czsl_workbench, or `git checkout -- czsl_workbench/weights` in a clone), or train the "
+            f"same configuration on this machine: `czsl-pretrain --world WORLD --out DIR` (WORLD from `czsl-data synth "
+            f"--out WORLD`; in Python `pretrained_backbone(world, shipped=False)`) and pass `local-dir:DIR/model`; its "
+            f"weights will differ from the shipped {name}/{tag} in the last bits, as every CPU's do")
+
+def shipped_folder(name, tag) -> Path:
+    "The `local-dir:` folder of the shipped weights (`name`, `tag`), after checking them against the sha256 in `SHIPPED`."
+    if (name, tag) not in SHIPPED: raise KeyError(f'no shipped weights {name}/{tag}; shipped: {sorted(SHIPPED)}')
+    s = SHIPPED[name, tag]; folder = shipped_root()/s['folder']; w = folder/SHIPPED_WEIGHTS
+    if not w.is_file():
+        raise BackboneError(f"the shipped weights {w} are missing (expected sha256 {s['sha256']}). {_rebuild_hint(name, tag)}")
+    sha = file_sha256(w, n=64)
+    if sha != s['sha256']: raise BackboneError(
+        f"the shipped weights {w} are truncated or altered: sha256 {sha}, expected {s['sha256']}. {_rebuild_hint(name, tag)}")
+    return folder
 
 # %% ../nbs/03_backbones.ipynb #01ec1723
 def image_features(bb: Backbone, dset, cache=None, batch_size=256, progress=True):

@@ -4,21 +4,22 @@
 
 # %% ../../nbs/20_pretrain.ipynb #cfda4be9
 from __future__ import annotations
-import argparse, shutil, warnings
+import argparse, json, platform, shutil, warnings
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import torch
 from torch import nn
 from ..core import cache_dir, stable_hash, cache_lock
 from ..data import data_identity
-from ..backbones import Backbone, BackboneError, create_backbone
+from ..backbones import (Backbone, BackboneError, create_backbone, SHIPPED, BUILD_RECORD, save_local_dir,
+                                      shipped_folder)
 from ..runs import RunDir, MODEL
 from ..fit import Method, BackboneConfig, fit_method, method_config
 from .losses import clip_loss
 
 # %% auto #0
 __all__ = ['ContrastiveStep', 'PretrainConfig', 'CLIPPretrainMethod', 'pretrain_clip', 'pretrain_options', 'pretrain_key',
-           'pretrained_run', 'pretrained_backbone', 'pretrain_cli']
+           'pretrained_run', 'shipped_tag', 'pretrained_backbone', 'machine_record', 'ship_backbone', 'pretrain_cli']
 
 # %% ../../nbs/20_pretrain.ipynb #61e67582
 class ContrastiveStep(nn.Module):
@@ -66,8 +67,14 @@ def pretrained_run(world_dir, **options) -> RunDir:
     "The cached run folder of the pretraining of `world_dir` with `options` (finished or not)."
     return RunDir(cache_dir('backbones', pretrain_key(world_dir, **options)))
 
-def pretrained_backbone(world_dir, device=None, progress=True, **options) -> Backbone:
-    "The small CLIP pretrained on `world_dir`'s captions: loaded from the cache, or trained (and cached) once."
+def shipped_tag(world_dir, **options) -> tuple | None:
+    "The (config, tag) of the shipped weights trained on `world_dir` with exactly `options` (defaults filled in), or None."
+    ident, opts = data_identity(world_dir), json.loads(json.dumps(pretrain_options(**options)))
+    return next((k for k, s in SHIPPED.items() if s['data'] == ident and s['options'] == opts), None)
+
+def pretrained_backbone(world_dir, device=None, progress=True, shipped=True, **options) -> Backbone:
+    "The small CLIP of `world_dir`: the shipped weights when they were trained on it with `options`, else cached or trained once."
+    if shipped and (tag := shipped_tag(world_dir, **options)): return create_backbone(*tag, device=device)
     opts = pretrain_options(**options)
     run = pretrained_run(world_dir, **opts)
     with cache_lock(run.path):                                                   # one process builds, the others wait
@@ -79,6 +86,24 @@ def pretrained_backbone(world_dir, device=None, progress=True, **options) -> Bac
         seed = opts.pop('seed')
         fit_method(CLIPPretrainMethod, None, world_dir, run.path, seed=seed, device=device, progress=progress, **opts)
         return create_backbone(f'local-dir:{run.file(MODEL)}', device=device)
+
+# %% ../../nbs/20_pretrain.ipynb #610ed19c
+def machine_record() -> dict:
+    "The machine a backbone was trained on: CPU model, the instruction set torch's kernels use, platform and versions."
+    cpu = next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines()
+                if l.startswith('model name')), None) if Path('/proc/cpuinfo').is_file() else None
+    return dict(cpu=cpu or platform.processor(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                machine=platform.machine(), system=platform.system(), torch=torch.__version__, python=platform.python_version())
+
+def ship_backbone(run_dir, out, **record) -> Path:
+    "Write the model of the finished pretraining `run_dir` to the folder `out` as shipped weights (safetensors, `build.json`)."
+    run = RunDir(run_dir)
+    if not run.finished(): raise ValueError(f'{run.path} is not a finished pretraining run (no metrics.json)')
+    src = run.file(MODEL); bb = create_backbone(f'local-dir:{src}', device='cpu')
+    built = json.loads((src/BUILD_RECORD).read_text())
+    rec = dict(shipped=True, built_from=dict(built, folder=str(src)), machine=machine_record(),
+               history=run.read_history(), **record)
+    return save_local_dir(bb.model, bb.name, out, record=rec, safetensors=True)
 
 # %% ../../nbs/20_pretrain.ipynb #287ac850
 def pretrain_cli(argv=None):
