@@ -12,16 +12,17 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
-from .core import atomic_write
+from .core import atomic_write, stable_hash
 from .metrics import seed_interval, paired_difference, verdict, fmt_interval
 from .runs import RunDirError, read_json, ATTEMPTS, EXECUTED, METRICS, PARAMETERS, RUN_INFO, RUN_LOG, SWEEP
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'SKIP_DIRS', 'FIXED_COLUMNS', 'METRIC_PREFIX', 'PARAM_PREFIX', 'HEADLINE', 'STATES', 'STATE_COLOURS',
-           'SEED_COLUMNS', 'ResultsError', 'is_run', 'find_runs', 'flatten_metrics', 'collect_results',
-           'headline_metrics', 'metric_columns', 'figure_axes', 'metric_summary', 'seed_column', 'seed_table',
-           'paired_table', 'read_curve', 'status_counts', 'status_line', 'results_figures', 'compact_table',
-           'write_results', 'results_cli', 'show_results']
+           'DIGEST_NUMBERS', 'SEED_COLUMNS', 'ResultsError', 'is_run', 'find_runs', 'flatten_metrics',
+           'collect_results', 'run_digest', 'show_digest', 'read_digest', 'compare_digests', 'headline_metrics',
+           'metric_columns', 'figure_axes', 'metric_summary', 'seed_column', 'seed_table', 'paired_table', 'read_curve',
+           'status_counts', 'status_line', 'results_figures', 'compact_table', 'write_results', 'results_cli',
+           'show_results']
 
 # %% ../nbs/32_results.ipynb #b579a6b1
 class ResultsError(ValueError):
@@ -120,6 +121,50 @@ def collect_results(root) -> pd.DataFrame:
     df.attrs = dict(root=str(root), parameters=list(pcols), metrics=list(mcols),
                     varying=[c for c in pcols if len(values(c)) > 1], not_started=_not_started(root, set(df.run)))
     return df
+
+# %% ../nbs/32_results.ipynb #bd09a1df
+DIGEST_NUMBERS = ('AUC', 'best_hm', 'test/AUC', 'test/best_hm', 'test_ow/AUC', 'test/H_cs')
+
+def _placeless(p: dict) -> dict:
+    "`p` without the values that name a place on disk (absolute paths, `local-dir:` folders)."
+    return {k: v for k, v in p.items() if not (isinstance(v, str) and v.startswith(('/', 'local-dir:')))}
+
+def run_digest(root, **about) -> dict:
+    "Every finished run under `root` as {run, key, row, seed, numbers}: `key` hashes its parameters but places; plus `about`."
+    root, runs = Path(root), []
+    for d in find_runs(root):
+        (p, _), (m, _) = _read_json(d/PARAMETERS), _read_json(d/METRICS)
+        if not isinstance(p, dict) or not isinstance(m, dict): continue
+        flat = flatten_metrics(m)
+        runs.append(dict(run=d.relative_to(root).as_posix(), key=stable_hash(_placeless(p)), row=p.get('row'), seed=p.get('seed'),
+                         backbone_sha256=p.get('backbone_sha256'),
+                         numbers={k: flat[k] for k in DIGEST_NUMBERS if _is_number(flat.get(k))}))
+    return dict(czsl_workbench_digest=1, **about, runs=runs)
+
+def show_digest(root, **about):
+    "Display `run_digest(root, **about)` in the notebook: JSON for `read_digest`, one line of text for a reader."
+    from IPython.display import display
+    d = run_digest(root, **about)
+    display({'application/json': d, 'text/plain': f"digest: {len(d['runs'])} runs (a parameters key and the headline numbers "
+             "of each), for comparing with this notebook"}, raw=True)
+
+def read_digest(notebook) -> dict | None:
+    "The digest an executed notebook showed (its last one), or None."
+    nb = json.loads(Path(notebook).read_text())
+    found = [o['data']['application/json'] for c in nb['cells'] for o in c.get('outputs', [])
+             if isinstance(o.get('data', {}).get('application/json'), dict) and 'czsl_workbench_digest' in o['data']['application/json']]
+    return found[-1] if found else None
+
+def compare_digests(mine: dict, record: dict) -> list[dict]:
+    "For each run of `mine` whose key a run of `record` has: its row, seed, and each headline number here, there and the difference."
+    theirs, out = {r['key']: r for r in record.get('runs', [])}, []
+    for r in mine.get('runs', []):
+        t = theirs.get(r['key'])
+        if t is None: continue
+        for k, v in r['numbers'].items():
+            if k in t['numbers']: out.append(dict(run=r['run'], row=r['row'], seed=r['seed'], metric=k, here=v,
+                                                  record=t['numbers'][k], difference=v - t['numbers'][k]))
+    return out
 
 # %% ../nbs/32_results.ipynb #f9b91b0a
 def _metric_columns(df): return [c for c in df.columns if c.startswith(METRIC_PREFIX) and pd.api.types.is_numeric_dtype(df[c])

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_synthetic.ipynb #e7dc4edc
 from __future__ import annotations
-import argparse, json, math, multiprocessing, os, shutil, tempfile, time
+import argparse, hashlib, json, math, multiprocessing, os, shutil, tempfile, time
 from dataclasses import dataclass, asdict, fields, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -12,17 +12,18 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
-from .core import cache_dir, stable_hash, cache_lock
+from .core import cache_dir, stable_hash, cache_lock, atomic_write_json
 
 # %% auto #0
 __all__ = ['OBJECTS', 'ATTRIBUTES', 'LOOK_PARAMS', 'OBJ_MODES', 'SHAPE_CHANGES', 'GLOW', 'PAINTERS', 'PRETRAIN_DOMAIN',
-           'RENDER_KNOBS', 'SIZES', 'RELATIONS', 'TEMPLATES', 'WORLD_VERSION', 'attr_family', 'attr_mode_names',
-           'attr_mode_table', 'obj_mode_table', 'base_shape', 'resample', 'soften', 'waven', 'shape_polygon',
-           'look_params', 'break_apart', 'paint_plain', 'paint_pattern', 'paint_blurred', 'paint_hollow',
-           'paint_glowing', 'paint_melted', 'WorldConfig', 'make_config', 'render_array', 'paint_objects',
-           'render_scene', 'render_pair', 'mode_examples', 'make_split', 'phrase', 'pair_caption', 'partial_phrase',
-           'caption_plan', 'png_bytes', 'render_jobs', 'generate_world', 'world_key', 'world_path', 'load_world_info',
-           'world_pairs', 'world_config', 'synth_cli']
+           'RENDER_KNOBS', 'SIZES', 'RELATIONS', 'TEMPLATES', 'WORLD_VERSION', 'CONTENT', 'attr_family',
+           'attr_mode_names', 'attr_mode_table', 'obj_mode_table', 'base_shape', 'resample', 'soften', 'waven',
+           'shape_polygon', 'look_params', 'break_apart', 'paint_plain', 'paint_pattern', 'paint_blurred',
+           'paint_hollow', 'paint_glowing', 'paint_melted', 'WorldConfig', 'make_config', 'render_array',
+           'paint_objects', 'render_scene', 'render_pair', 'mode_examples', 'make_split', 'phrase', 'pair_caption',
+           'partial_phrase', 'caption_plan', 'png_bytes', 'render_jobs', 'generate_world', 'world_key', 'world_path',
+           'load_world_info', 'world_pairs', 'world_config', 'content_hash', 'world_content', 'world_summary',
+           'synth_cli']
 
 # %% ../nbs/02_synthetic.ipynb #b5a41297
 OBJECTS = {  # name: traits that decide attribute modes (roundness: curved outline; compactness: area / bounding
@@ -650,6 +651,7 @@ def generate_world(out, size='default', seed=0, workers=None, overwrite=False, p
             (tmp / 'compositional-split-natural' / f'{st}_pairs.txt').write_text(''.join(f'{a} {o}\n' for a, o in ps))
         torch.save(meta, tmp / 'metadata_compositional-split-natural.t7')
         (tmp / 'pretrain' / 'captions.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in caps))
+        atomic_write_json(tmp / CONTENT, content_hash(tmp))                  # what was rendered (below)
         (tmp / 'world.json').write_text(json.dumps(info, indent=1))           # written last: a world with world.json is complete
         _move_into_place(tmp, out, overwrite)
     except BaseException:
@@ -686,6 +688,30 @@ def world_config(info, domain) -> WorldConfig:
     names = {f.name for f in fields(WorldConfig)}
     cfg = WorldConfig(**{k: v for k, v in info['config'].items() if k in names})
     return replace(cfg, **cfg.pretrain_knobs) if domain == 'corpus' else cfg
+
+# %% ../nbs/02_synthetic.ipynb #7894a5e9
+CONTENT = 'content.json'
+
+def content_hash(root, skip=('world.json', CONTENT)) -> dict:
+    "The sha256 of every file under `root` but `skip` (relative path and sha256 of the bytes, in path order), and their count."
+    root, h, n = Path(root), hashlib.sha256(), 0
+    for p in sorted((q for q in root.rglob('*') if q.is_file() and q.name not in skip), key=lambda q: q.relative_to(root).as_posix()):
+        h.update(p.relative_to(root).as_posix().encode() + b'\0' + hashlib.sha256(p.read_bytes()).digest()); n += 1
+    return dict(sha256=h.hexdigest(), files=n)
+
+def world_content(path) -> dict:
+    "The content hash of the world at `path` (`content_hash`), read from its `content.json` or computed and written once."
+    f = Path(path)/CONTENT
+    if f.is_file(): return json.loads(f.read_text())
+    load_world_info(path)                                                     # names a folder that is not a world
+    c = content_hash(path); atomic_write_json(f, c)
+    return c
+
+def world_summary(path) -> str:
+    "One line that names the world at `path`: its identity (sha256 of `world.json`) and what was rendered (`world_content`)."
+    from czsl_workbench.data import data_identity
+    c = world_content(path)
+    return f"world: {data_identity(path)}, content sha256 {c['sha256']} ({c['files']} files)"
 
 # %% ../nbs/02_synthetic.ipynb #904fe13a
 def _knob(s):
