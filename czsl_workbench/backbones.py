@@ -13,6 +13,7 @@ from torch import nn
 import torch.nn.functional as F
 import open_clip
 from .core import cache_dir, stable_hash, file_sha256, atomic_write_json, atomic_torch_save, default_device
+from .core import ExpectedError
 from .data import CLIP_MEAN, CLIP_STD, dataset_features
 
 # %% auto #0
@@ -43,8 +44,10 @@ def register_small_configs(configs=SMALL_CONFIGS):
     return list(configs)
 
 # %% ../nbs/03_backbones.ipynb #37838119
-class OfflineWeightsError(RuntimeError): "Pretrained weights are not available locally and the hub cannot be reached."
-class BackboneError(RuntimeError): "Local backbone weights that cannot be trusted or read; the message names them and says what to do."
+class OfflineWeightsError(ExpectedError, RuntimeError):
+    "Pretrained weights are not available locally and the hub cannot be reached."
+class BackboneError(ExpectedError, RuntimeError):
+    "Local backbone weights that cannot be trusted or read; the message names them and says what to do."
 
 @dataclass
 class Backbone:
@@ -69,7 +72,8 @@ class Backbone:
 SHIPPED = {   # (open_clip config, tag) -> the package folder, the weights' sha256, and what they were trained on
     ('czsl-vit-tiny', 'world-default'): dict(
         folder='czsl-vit-tiny-world-default', sha256='119327a06f26f484f25237dfaea195ad17a25d3e7afca059844741c13e26b23b',
-        data='world:ea5ce0060a8bc7279e602124744102c5f7a04d9d41bac0e4a2250fda17999efd',   # data.data_identity of the world
+        # data.data_identity of the world it was trained on, and every pretraining option
+        data='world:ea5ce0060a8bc7279e602124744102c5f7a04d9d41bac0e4a2250fda17999efd',
         options=dict(epochs=4, lr=0.002, batch_size=128, wd=0.1, warmup=0.05, grad_clip=1.0, threads=1, limit=None,
                      model_name='czsl-vit-tiny', seed=0)),
 }
@@ -214,20 +218,23 @@ def shipped_root() -> Path:
     return Path(str(resources.files('czsl_workbench')))/'weights'
 
 def _rebuild_hint(name, tag):
-    return (f"Restore it (reinstall czsl_workbench, or `git checkout -- czsl_workbench/weights` in a clone), or train the "
-            f"same configuration on this machine: `czsl-pretrain --world WORLD --out DIR` (WORLD from `czsl-data synth "
-            f"--out WORLD`; in Python `pretrained_backbone(world, shipped=False)`) and pass `local-dir:DIR/model`; its "
+    return (f"Restore it (reinstall czsl_workbench, or `git checkout -- czsl_workbench/weights` in a clone), "
+            f"or train the same configuration on this machine: `czsl-pretrain --world WORLD --out DIR` (WORLD from "
+            f"`czsl-data synth --out WORLD`; in Python `pretrained_backbone(world, shipped=False)`) and pass "
+            f"`local-dir:DIR/model`; its "
             f"weights will differ from the shipped {name}/{tag} in the last bits, as every CPU's do")
 
 def shipped_folder(name, tag) -> Path:
-    "The `local-dir:` folder of the shipped weights (`name`, `tag`), after checking them against the sha256 in `SHIPPED`."
+    "The `local-dir:` folder of the shipped weights (`name`, `tag`), checked against the sha256 in `SHIPPED`."
     if (name, tag) not in SHIPPED: raise KeyError(f'no shipped weights {name}/{tag}; shipped: {sorted(SHIPPED)}')
     s = SHIPPED[name, tag]; folder = shipped_root()/s['folder']; w = folder/SHIPPED_WEIGHTS
     if not w.is_file():
-        raise BackboneError(f"the shipped weights {w} are missing (expected sha256 {s['sha256']}). {_rebuild_hint(name, tag)}")
+        raise BackboneError(f"the shipped weights {w} are missing (expected sha256 {s['sha256']}). "
+                            f"{_rebuild_hint(name, tag)}")
     sha = file_sha256(w, n=64)
     if sha != s['sha256']: raise BackboneError(
-        f"the shipped weights {w} are truncated or altered: sha256 {sha}, expected {s['sha256']}. {_rebuild_hint(name, tag)}")
+        f"the shipped weights {w} are truncated or altered: sha256 {sha}, expected {s['sha256']}. "
+        f"{_rebuild_hint(name, tag)}")
     return folder
 
 # %% ../nbs/03_backbones.ipynb #01ec1723

@@ -14,7 +14,7 @@ from PIL import Image
 import torchvision.transforms as T
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import cache_dir, atomic_torch_save, stable_hash, file_sha256, cache_lock
+from .core import cache_dir, atomic_torch_save, stable_hash, file_sha256, cache_lock, ExpectedError
 
 # %% auto #0
 __all__ = ['PHASES', 'CLIP_MEAN', 'CLIP_STD', 'DatasetError', 'MissingDataError', 'make_czsl_fixture', 'read_pairs', 'SplitVocab',
@@ -24,7 +24,7 @@ __all__ = ['PHASES', 'CLIP_MEAN', 'CLIP_STD', 'DatasetError', 'MissingDataError'
            'caption_rows', 'load_caption_corpus', 'CaptionData', 'data_identity']
 
 # %% ../nbs/01_data.ipynb #b3163a76
-class DatasetError(ValueError):
+class DatasetError(ExpectedError, ValueError):
     "A dataset on disk is malformed; the message names the file, line or entry."
 
 class MissingDataError(DatasetError, FileNotFoundError):

@@ -4,12 +4,12 @@
 
 # %% ../nbs/33_docs.ipynb #f9b3cc15
 from __future__ import annotations
-import argparse, copy, html, json, logging, os, posixpath, re, shutil, sys, tempfile, time, warnings
+import copy, html, json, logging, os, posixpath, re, shutil, sys, tempfile, time, warnings
 from pathlib import Path
 from urllib.parse import quote
 import nbformat
 import pandas as pd
-from .core import atomic_write, atomic_write_json
+from .core import atomic_write, atomic_write_json, ExpectedError, CLIParser, console_script
 from .results import collect_results, headline_metrics, METRIC_PREFIX
 from .experiments import nbs_dir
 from .runs import EXECUTED
@@ -34,7 +34,7 @@ def book_part(name) -> str:
     if not m: return BOOK[0] if name == 'index.ipynb' else BOOK[-1]
     return [p for p, lo in BOOK_PARTS if int(m[1]) >= lo][-1]
 
-class DocsError(ValueError):
+class DocsError(ExpectedError, ValueError):
     "Bad input to the docs build: a missing notebooks folder, or an output folder that is not safe to replace."
 
 class DocsWarning(UserWarning):
@@ -408,20 +408,19 @@ def build_docs(out, nbs=None, runs=(), execute=False, title=None, progress=True)
     return out/'index.html'
 
 # %% ../nbs/33_docs.ipynb #7389304b
+@console_script('czsl-docs')
 def docs_cli(argv=None):
     "Console script `czsl-docs` (returns None on success; exits 1 when a page could not be rendered)."
-    p = argparse.ArgumentParser('czsl-docs', description='Render the notebooks and executed runs to a static HTML site, offline.')
+    p = CLIParser('czsl-docs', description='Render the notebooks and executed runs to a static HTML site, offline.')
     p.add_argument('--out', default='_site', help='folder for the site (replaced if it is an earlier czsl-docs build)')
     p.add_argument('--nbs', default=None, help="the nbs/ folder (default: the one beside the installed package)")
     p.add_argument('--runs', nargs='+', action='extend', default=[], metavar='DIR', help='folders to search for executed.ipynb runs')
     p.add_argument('--execute', action='store_true', help='execute each chapter before rendering it')
     p.add_argument('--title', default=None, help="the site's title (default: the index notebook's)")
     a = p.parse_args(argv)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', DocsWarning)
-            index = build_docs(a.out, nbs=a.nbs, runs=a.runs, execute=a.execute, title=a.title)
-    except DocsError as e: p.exit(2, f'czsl-docs: error: {e}\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DocsWarning)                  # the pages that failed are listed below instead
+        index = build_docs(a.out, nbs=a.nbs, runs=a.runs, execute=a.execute, title=a.title)
     pages = docs_manifest(index.parent)['pages']
     bad = [q for q in pages if q['status'] == 'not rendered']
     for q in pages:

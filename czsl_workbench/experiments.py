@@ -4,11 +4,12 @@
 
 # %% ../nbs/31_experiments.ipynb #8f4defc8
 from __future__ import annotations
-import argparse, ast, contextlib, difflib, itertools, json, logging, os, re, shutil, socket, sys, time, warnings
+import ast, contextlib, difflib, itertools, json, logging, os, re, shutil, socket, sys, time, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 import nbformat
-from .core import atomic_write_json, stable_hash, file_sha256, parse_value
+from .core import (atomic_write_json, stable_hash, file_sha256, parse_value, ExpectedError, CLIParser,
+                                 console_script)
 from .runs import ATTEMPTS, EXECUTED, METRICS, PARAMETERS, RUN_INFO, RUN_LOG, SWEEP
 
 # %% auto #0
@@ -18,7 +19,7 @@ __all__ = ['ANY', 'RUN_FILES', 'ParameterError', 'notebook_parameters', 'experim
            'run_cli']
 
 # %% ../nbs/31_experiments.ipynb #e9428792
-class ParameterError(ValueError):
+class ParameterError(ExpectedError, ValueError):
     "A notebook, parameter name or value the runner cannot use; raised before anything runs."
 
 ANY = type('AnyValue', (), {'__repr__': lambda s: '<any>'})()   # the default of a parameter that is not a literal
@@ -363,9 +364,11 @@ def _summary(table) -> str:
     lines += [f"  FAILED {r.name}: {r.error}\n         {Path(r.run_dir)/EXECUTED}" for r in failed.itertuples()]
     return '\n'.join(lines)
 
+@console_script('czsl-run')
 def run_cli(argv=None):
     "Console script `czsl-run`: run an experiment notebook, or a grid of it, on Dask; exit status 1 if a run failed."
-    p = argparse.ArgumentParser('czsl-run', description='Run a parameterized experiment notebook (or a grid of it) with papermill on Dask.')
+    p = CLIParser('czsl-run', description='Run a parameterized experiment notebook (or a grid of it) with papermill '
+                  'on Dask.')
     p.add_argument('notebook', help='the experiment notebook (a cell tagged "parameters")')
     p.add_argument('--out', required=True, help="the sweep's folder; each run gets a sub-folder named from its parameters")
     p.add_argument('-p', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'), help='set a parameter for every run')
@@ -385,7 +388,7 @@ def run_cli(argv=None):
             return None
         table = sweep(a.notebook, a.out, parameters, grid, scheduler=a.scheduler, workers=a.workers, force=a.force,
                       threads=a.threads, kernel=a.kernel)
-    except (ParameterError, ConnectionError) as e: sys.exit(f'czsl-run: {e}')
+    except ConnectionError as e: raise ExpectedError(str(e)) from None     # a scheduler address nobody answers at
     except KeyboardInterrupt: sys.exit(130)
     print(_summary(table)); print(f'runs in {Path(a.out).resolve()}')
     if (table.state != 'done').any(): sys.exit(1)

@@ -51,6 +51,7 @@ class Method:
     Config: type = TrainConfig
     monitor: str | None = None         # the record entry that selects the epoch; None: the family's
     n_inp: int | None = None           # leading batch entries that are the model's inputs; None: the family's
+    needs_backbone: bool = True        # whether `build` starts from a backbone (False: it builds its own, refuses one)
     def config(self, **overrides): return make_config(self.Config, self.name, **overrides)
     def build(self, bb, data, cfg) -> nn.Module:
         "The model to train, on backbone `bb`, for the family's prepared `data`."

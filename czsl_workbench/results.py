@@ -4,7 +4,7 @@
 
 # %% ../nbs/32_results.ipynb #25349073
 from __future__ import annotations
-import argparse, html, json, math, os, warnings
+import html, json, math, os, warnings
 from pathlib import Path
 from urllib.parse import quote
 import numpy as np
@@ -12,7 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
-from .core import atomic_write, stable_hash
+from .core import atomic_write, stable_hash, ExpectedError, CLIParser, console_script
 from .metrics import seed_interval, paired_difference, verdict, fmt_interval
 from .runs import RunDirError, read_json, ATTEMPTS, EXECUTED, METRICS, PARAMETERS, RUN_INFO, RUN_LOG, SWEEP
 
@@ -25,7 +25,7 @@ __all__ = ['RUN_FILES', 'SKIP_DIRS', 'FIXED_COLUMNS', 'METRIC_PREFIX', 'PARAM_PR
            'show_results']
 
 # %% ../nbs/32_results.ipynb #b579a6b1
-class ResultsError(ValueError):
+class ResultsError(ExpectedError, ValueError):
     "An option that names nothing in the results table; the message lists what there is."
 
 RUN_FILES = (RUN_INFO, METRICS)     # with parameters.json, either one makes a folder a run
@@ -130,14 +130,14 @@ def _placeless(p: dict) -> dict:
     return {k: v for k, v in p.items() if not (isinstance(v, str) and v.startswith(('/', 'local-dir:')))}
 
 def run_digest(root, **about) -> dict:
-    "Every finished run under `root` as {run, key, row, seed, numbers}: `key` hashes its parameters but places; plus `about`."
+    "Each finished run under `root` as {run, key, row, seed, numbers} (`key`: its parameters but places), and `about`."
     root, runs = Path(root), []
     for d in find_runs(root):
         (p, _), (m, _) = _read_json(d/PARAMETERS), _read_json(d/METRICS)
         if not isinstance(p, dict) or not isinstance(m, dict): continue
         flat = flatten_metrics(m)
-        runs.append(dict(run=d.relative_to(root).as_posix(), key=stable_hash(_placeless(p)), row=p.get('row'), seed=p.get('seed'),
-                         backbone_sha256=p.get('backbone_sha256'),
+        runs.append(dict(run=d.relative_to(root).as_posix(), key=stable_hash(_placeless(p)), row=p.get('row'),
+                         seed=p.get('seed'), backbone_sha256=p.get('backbone_sha256'),
                          numbers={k: flat[k] for k in DIGEST_NUMBERS if _is_number(flat.get(k))}))
     return dict(czsl_workbench_digest=1, **about, runs=runs)
 
@@ -145,18 +145,18 @@ def show_digest(root, **about):
     "Display `run_digest(root, **about)` in the notebook: JSON for `read_digest`, one line of text for a reader."
     from IPython.display import display
     d = run_digest(root, **about)
-    display({'application/json': d, 'text/plain': f"digest: {len(d['runs'])} runs (a parameters key and the headline numbers "
-             "of each), for comparing with this notebook"}, raw=True)
+    text = f"digest: {len(d['runs'])} runs (a parameters key and the headline numbers of each), for comparing"
+    display({'application/json': d, 'text/plain': text}, raw=True)
 
 def read_digest(notebook) -> dict | None:
     "The digest an executed notebook showed (its last one), or None."
     nb = json.loads(Path(notebook).read_text())
-    found = [o['data']['application/json'] for c in nb['cells'] for o in c.get('outputs', [])
-             if isinstance(o.get('data', {}).get('application/json'), dict) and 'czsl_workbench_digest' in o['data']['application/json']]
+    shown = [o.get('data', {}).get('application/json') for c in nb['cells'] for o in c.get('outputs', [])]
+    found = [d for d in shown if isinstance(d, dict) and 'czsl_workbench_digest' in d]
     return found[-1] if found else None
 
 def compare_digests(mine: dict, record: dict) -> list[dict]:
-    "For each run of `mine` whose key a run of `record` has: its row, seed, and each headline number here, there and the difference."
+    "Each run of `mine` whose key a run of `record` has: its row, seed, each number here, there and the difference."
     theirs, out = {r['key']: r for r in record.get('runs', [])}, []
     for r in mine.get('runs', []):
         t = theirs.get(r['key'])
@@ -450,9 +450,10 @@ def write_results(root, out=None, baseline=None, **figure_kw) -> dict:
     return _write(df, root, out if out is not None else root, figs, figure_kw.get('metric'), figure_kw.get('seed'), baseline)
 
 # %% ../nbs/32_results.ipynb #0d9ad79c
+@console_script('czsl-results')
 def results_cli(argv=None):
     "Console script `czsl-results DIR [--out DIR] [--metric NAME] [--x PARAM] [--colour PARAM]`: print the table, write the files."
-    p = argparse.ArgumentParser(prog='czsl-results', description='Collect the runs under DIR (a czsl-run sweep, a folder of '
+    p = CLIParser(prog='czsl-results', description='Collect the runs under DIR (a czsl-run sweep, a folder of '
                                 'training runs, or one run) into results.csv, results.parquet and results.html.')
     p.add_argument('dir', help='the folder to collect')
     p.add_argument('--out', help='where to write the files (default: DIR)')
@@ -463,15 +464,13 @@ def results_cli(argv=None):
     p.add_argument('--baseline', action='append', metavar='PARAM=VALUE', help='the configuration the others are compared with '
                    '(default: the best mean); repeat for each varying parameter')
     a = p.parse_args(argv)
-    try:
-        base = dict(b.split('=', 1) for b in a.baseline or [] if '=' in b)
-        if len(base) != len(a.baseline or []): raise ResultsError(f"--baseline takes PARAM=VALUE, got {a.baseline}")
-        df = collect_results(a.dir)
-        figs = results_figures(df, a.dir, metric=a.metric, x=a.x, colour=a.colour, seed=a.seed)
-        table = compact_table(df, a.metric)
-        sure = _sure_tables(df, a.metric, a.seed, base)
-        paths = _write(df, a.dir, a.out or a.dir, figs, a.metric, a.seed, base)
-    except (FileNotFoundError, ResultsError) as err: raise SystemExit(f"czsl-results: {err}") from None
+    base = dict(b.split('=', 1) for b in a.baseline or [] if '=' in b)
+    if len(base) != len(a.baseline or []): raise ResultsError(f"--baseline takes PARAM=VALUE, got {a.baseline}")
+    df = collect_results(a.dir)
+    figs = results_figures(df, a.dir, metric=a.metric, x=a.x, colour=a.colour, seed=a.seed)
+    table = compact_table(df, a.metric)
+    sure = _sure_tables(df, a.metric, a.seed, base)
+    paths = _write(df, a.dir, a.out or a.dir, figs, a.metric, a.seed, base)   # a bad option failed above: none written
     print(f"{a.dir}: {status_line(df)}")
     if len(df): print(table.to_string(index=False, float_format=_fmt, na_rep=''))
     if sure:

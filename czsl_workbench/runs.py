@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
-from .core import atomic_write, atomic_write_json, atomic_torch_save
+from .core import atomic_write, atomic_write_json, atomic_torch_save, ExpectedError
 
 # %% auto #0
 __all__ = ['PARAMETERS', 'METRICS', 'HISTORY', 'EXECUTED', 'RUN_INFO', 'RUN_LOG', 'ATTEMPTS', 'DASHBOARD_CACHE', 'SWEEP',
@@ -23,7 +23,7 @@ CHECKPOINTS, SNAPSHOTS, MODEL = 'checkpoints', 'snapshots', 'model'
 CHECKPOINT_NAMES = ('last', 'best')
 
 # %% ../nbs/04_runs.ipynb #74b3614b
-class RunDirError(ValueError):
+class RunDirError(ExpectedError, ValueError):
     "A run directory, or a file in it, that cannot be read; the message names the path."
 
 def read_json(path):

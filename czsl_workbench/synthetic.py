@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
-from .core import cache_dir, stable_hash, cache_lock, atomic_write_json
+from .core import (cache_dir, stable_hash, cache_lock, atomic_write_json, ExpectedError, CLIParser,
+                                 console_script)
 
 # %% auto #0
 __all__ = ['OBJECTS', 'ATTRIBUTES', 'LOOK_PARAMS', 'OBJ_MODES', 'SHAPE_CHANGES', 'GLOW', 'PAINTERS', 'PRETRAIN_DOMAIN',
@@ -693,14 +694,15 @@ def world_config(info, domain) -> WorldConfig:
 CONTENT = 'content.json'
 
 def content_hash(root, skip=('world.json', CONTENT)) -> dict:
-    "The sha256 of every file under `root` but `skip` (relative path and sha256 of the bytes, in path order), and their count."
+    "sha256 over the files under `root` but `skip` (path and sha256 of the bytes, in path order), and their count."
     root, h, n = Path(root), hashlib.sha256(), 0
-    for p in sorted((q for q in root.rglob('*') if q.is_file() and q.name not in skip), key=lambda q: q.relative_to(root).as_posix()):
+    files = (q for q in root.rglob('*') if q.is_file() and q.name not in skip)
+    for p in sorted(files, key=lambda q: q.relative_to(root).as_posix()):
         h.update(p.relative_to(root).as_posix().encode() + b'\0' + hashlib.sha256(p.read_bytes()).digest()); n += 1
     return dict(sha256=h.hexdigest(), files=n)
 
 def world_content(path) -> dict:
-    "The content hash of the world at `path` (`content_hash`), read from its `content.json` or computed and written once."
+    "The content hash of the world at `path` (`content_hash`), from from its `content.json` or computed once."
     f = Path(path)/CONTENT
     if f.is_file(): return json.loads(f.read_text())
     load_world_info(path)                                                     # names a folder that is not a world
@@ -708,7 +710,7 @@ def world_content(path) -> dict:
     return c
 
 def world_summary(path) -> str:
-    "One line that names the world at `path`: its identity (sha256 of `world.json`) and what was rendered (`world_content`)."
+    "One line naming the world at `path`: its identity (sha256 of `world.json`) and its content (`world_content`)."
     from czsl_workbench.data import data_identity
     c = world_content(path)
     return f"world: {data_identity(path)}, content sha256 {c['sha256']} ({c['files']} files)"
@@ -721,9 +723,10 @@ def _knob(s):
     try: return k.strip(), json.loads(v)
     except json.JSONDecodeError: return k.strip(), v
 
+@console_script('czsl-data')
 def synth_cli(argv=None):
     "Console script `czsl-data`: `czsl-data synth --out DIR ...` writes the embedded world in the czsl layout."
-    p = argparse.ArgumentParser('czsl-data', description='Data tools of czsl_workbench.')
+    p = CLIParser('czsl-data', description='Data tools of czsl_workbench.')
     sub = p.add_subparsers(dest='command', required=True)
     s = sub.add_parser('synth', help='generate the embedded compositional world in the czsl layout')
     s.add_argument('--out', required=True, help='folder to write (must not exist or be empty, unless --overwrite)')
@@ -735,11 +738,11 @@ def synth_cli(argv=None):
     s.add_argument('--set', type=_knob, action='append', default=[], metavar='KNOB=VALUE', help='override a WorldConfig knob (repeatable)')
     s.add_argument('--no-progress', action='store_true', help='no progress bar')
     a = p.parse_args(argv)
+    try: make_config(a.size, image_size=a.image_size, **dict(a.set))          # an unknown knob: named before drawing
+    except TypeError as e: raise ExpectedError(f'--set: {e}') from None
     t = time.time()
-    try:
-        out = generate_world(a.out, a.size, a.seed, a.workers or os.cpu_count(), a.overwrite, not a.no_progress,
-                             image_size=a.image_size, **dict(a.set))
-    except (FileExistsError, ValueError, TypeError) as e: p.exit(2, f'czsl-data synth: error: {e}\n')
+    out = generate_world(a.out, a.size, a.seed, a.workers or os.cpu_count(), a.overwrite, not a.no_progress,
+                         image_size=a.image_size, **dict(a.set))
     c = load_world_info(out)['counts']; im, pr = c['images'], c['pairs']
     print(f'wrote {out} in {time.time() - t:.1f} s\n'
           f'  CZSL images: {sum(im.values())} (train {im["train"]}, val {im["val"]}, test {im["test"]})\n'

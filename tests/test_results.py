@@ -244,7 +244,9 @@ def test_cli_in_process(sweep, tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[1].split() == ['run', 'state', 'method', 'K', 'seed', 'metrics/test/AUC']
     assert f'failed: {FAILED}: ValueError: bad K' in out and str(tmp_path/'results.html') in out
-    with pytest.raises(SystemExit, match="x 'nope' is not a column"): results_cli([str(sweep), '--x', 'nope'])
+    with pytest.raises(SystemExit) as e: results_cli([str(sweep), '--x', 'nope'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith('czsl-results: error: ') and "x 'nope' is not a column" in err, err
 
 
 def _cli(*args):
@@ -260,7 +262,7 @@ def test_cli_subprocess(sweep, tmp_path):
     assert lines[1].split()[:5] == ['run', 'state', 'method', 'K', 'seed'] and 'K=5_method=cluspro_seed=1' in r.stdout
     assert (tmp_path/'o'/'results.html').is_file() and str(tmp_path/'o'/'results.parquet') in r.stdout
     r = _cli(tmp_path/'missing')
-    assert r.returncode == 1 and 'missing' in r.stderr and 'does not exist' in r.stderr and not r.stdout
+    assert r.returncode == 2 and 'missing' in r.stderr and 'does not exist' in r.stderr and not r.stdout
 
 
 def test_intervals_over_seeds_and_paired_verdicts(table, sweep):

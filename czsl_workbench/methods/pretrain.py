@@ -4,12 +4,12 @@
 
 # %% ../../nbs/20_pretrain.ipynb #cfda4be9
 from __future__ import annotations
-import argparse, json, platform, shutil, warnings
+import json, platform, shutil, warnings
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import torch
 from torch import nn
-from ..core import cache_dir, stable_hash, cache_lock
+from ..core import cache_dir, stable_hash, cache_lock, CLIParser, console_script
 from ..data import data_identity
 from ..backbones import (Backbone, BackboneError, create_backbone, SHIPPED, BUILD_RECORD, save_local_dir,
                                       shipped_folder)
@@ -42,6 +42,7 @@ class PretrainConfig(BackboneConfig):
 class CLIPPretrainMethod(Method):
     "CLIP's contrastive objective on an image-caption corpus, from a randomly initialised open_clip model."
     name, family, Config = 'clip-pretrain', 'backbone', PretrainConfig
+    needs_backbone = False
     def build(self, bb, data, cfg):
         if bb is not None: raise ValueError(f"'clip-pretrain' trains {cfg.model_name!r} from scratch: pass bb=None (got {bb.ident})")
         return ContrastiveStep(create_backbone(cfg.model_name, device='cpu'))
@@ -68,12 +69,12 @@ def pretrained_run(world_dir, **options) -> RunDir:
     return RunDir(cache_dir('backbones', pretrain_key(world_dir, **options)))
 
 def shipped_tag(world_dir, **options) -> tuple | None:
-    "The (config, tag) of the shipped weights trained on `world_dir` with exactly `options` (defaults filled in), or None."
+    "The (config, tag) of the shipped weights trained on `world_dir` with exactly `options`, or None."
     ident, opts = data_identity(world_dir), json.loads(json.dumps(pretrain_options(**options)))
     return next((k for k, s in SHIPPED.items() if s['data'] == ident and s['options'] == opts), None)
 
 def pretrained_backbone(world_dir, device=None, progress=True, shipped=True, **options) -> Backbone:
-    "The small CLIP of `world_dir`: the shipped weights when they were trained on it with `options`, else cached or trained once."
+    "The small CLIP of `world_dir`: the shipped weights if trained on it with `options`, else cached or trained once."
     if shipped and (tag := shipped_tag(world_dir, **options)): return create_backbone(*tag, device=device)
     opts = pretrain_options(**options)
     run = pretrained_run(world_dir, **opts)
@@ -93,10 +94,11 @@ def machine_record() -> dict:
     cpu = next((l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines()
                 if l.startswith('model name')), None) if Path('/proc/cpuinfo').is_file() else None
     return dict(cpu=cpu or platform.processor(), cpu_capability=torch.backends.cpu.get_cpu_capability(),
-                machine=platform.machine(), system=platform.system(), torch=torch.__version__, python=platform.python_version())
+                machine=platform.machine(), system=platform.system(), torch=torch.__version__,
+                python=platform.python_version())
 
 def ship_backbone(run_dir, out, **record) -> Path:
-    "Write the model of the finished pretraining `run_dir` to the folder `out` as shipped weights (safetensors, `build.json`)."
+    "Write the model of the finished pretraining `run_dir` to `out` as shipped weights (safetensors, `build.json`)."
     run = RunDir(run_dir)
     if not run.finished(): raise ValueError(f'{run.path} is not a finished pretraining run (no metrics.json)')
     src = run.file(MODEL); bb = create_backbone(f'local-dir:{src}', device='cpu')
@@ -106,9 +108,10 @@ def ship_backbone(run_dir, out, **record) -> Path:
     return save_local_dir(bb.model, bb.name, out, record=rec, safetensors=True)
 
 # %% ../../nbs/20_pretrain.ipynb #287ac850
+@console_script('czsl-pretrain')
 def pretrain_cli(argv=None):
     "Console script `czsl-pretrain`."
-    p = argparse.ArgumentParser('czsl-pretrain', description="Pretrain the small CLIP on a world's caption corpus.")
+    p = CLIParser('czsl-pretrain', description="Pretrain the small CLIP on a world's caption corpus.")
     p.add_argument('--world', required=True, help='a world folder written by `czsl-data synth`')
     p.add_argument('--out', required=True, help='run folder: checkpoints, history.jsonl, metrics.json and model/')
     for f in fields(PretrainConfig):
@@ -116,6 +119,6 @@ def pretrain_cli(argv=None):
         else: p.add_argument('--' + f.name.replace('_', '-'), type=type(f.default), default=f.default)
     p.add_argument('--seed', type=int, default=0)
     a = vars(p.parse_args(argv)); world, out = a.pop('world'), a.pop('out')
-    if not Path(world).is_dir(): p.error(f'world folder not found: {world}')
+    if not Path(world).is_dir(): raise FileNotFoundError(f'world folder not found: {world}')
     bb = pretrain_clip(world, out, **a)
     print(f'model: local-dir:{RunDir(out).file(MODEL)}  ({bb.ident})')
