@@ -4,21 +4,22 @@
 
 # %% ../nbs/90_demo.ipynb #542c3678
 from __future__ import annotations
-import argparse, ast, json, os, sys, threading, time
+import ast, json, os, sys, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
-from .core import EVENTS_ENV, atomic_write_json, emit_event, read_events
-from .synthetic import world_path
-from .methods.pretrain import pretrained_backbone, pretrained_run, pretrain_options
+from .core import EVENTS_ENV, atomic_write_json, emit_event, read_events, CLIParser, console_script
+from .synthetic import world_path, world_content
+from .methods.pretrain import pretrained_backbone, pretrained_run, pretrain_options, shipped_tag
+from .results import run_digest, read_digest, compare_digests
 from .experiments import experiments_dir, notebook_parameters, run_notebook
 from .docs import build_docs
 from .runs import EXECUTED
 
 # %% auto #0
 __all__ = ['C2LIP_ROWS', 'PZSL_ROWS', 'TOUR', 'EPOCH_NUMBERS', 'STAGE_NAMES', 'Step', 'record_parameters', 'records_dir',
-           'fmt_seconds', 'plural', 'fmt_numbers', 'ProgressLines', 'EventTail', 'run_demo', 'closing_lines',
-           'demo_cli']
+           'fmt_seconds', 'plural', 'fmt_numbers', 'ProgressLines', 'EventTail', 'world_lines', 'record_lines',
+           'run_demo', 'closing_lines', 'demo_cli']
 
 # %% ../nbs/90_demo.ipynb #c8fbfc17
 @dataclass
@@ -184,6 +185,40 @@ class EventTail:
     def __enter__(self): self.thread.start(); return self
     def __exit__(self, *exc): self.done.set(); self.thread.join(); self.poll()
 
+# %% ../nbs/90_demo.ipynb #1548c844
+def world_lines(content: dict, record: dict | None) -> list[str]:
+    "The demo's world against the records' (their digests' `world`): the same pixels or not."
+    if not record or 'world' not in record or not record['world']: return []
+    theirs = record['world']['sha256']
+    if content['sha256'] == theirs: return [f"      content sha256 {theirs[:16]}: the same pixels as the records'"]
+    return [f"      content sha256 {content['sha256'][:16]}, the records' world {theirs[:16]}: this machine rendered",
+            "      other pixels (numpy's SIMD sin/cos/exp round otherwise), so the numbers below may differ from the",
+            "      records' by more than rounding"]
+
+def _world_vs_records(world, size, seed) -> list[str]:
+    "`world_lines` when the demo's world is the records' (their size and seed), else nothing (another world differs)."
+    rec = records_dir()/TOUR['zero_shot'].record; p = record_parameters(rec)
+    if (size, seed) != (p.get('world_size'), p.get('world_seed', 0)): return []
+    return world_lines(world_content(world), read_digest(rec))
+
+def record_lines(mine: dict, record: dict | None, name: str) -> list[str]:
+    "A line per run of `mine` with the parameters of a run of `record`: its number here and there, and the difference."
+    if record is None: return [f'      {name} shows no digest: nothing to compare']
+    first = {}
+    for r in compare_digests(mine, record): first.setdefault(r['run'], r)       # the run's first headline number
+    if not first: return [f'      no run here has the parameters of a run of {name}']
+    lines = [f'      beside {name} (the runs with the same parameters):']
+    for r in first.values():
+        seed = f"seed {r['seed']}" if r['seed'] is not None else None
+        label = ', '.join(str(x) for x in (r['row'] or r['run'], seed) if x)
+        lines.append(f"        {label}: {r['metric']} {r['here']:.4f} here, {r['record']:.4f} in the record "
+                     f"({r['difference']:+.4f})")
+    worst = max(abs(r['difference']) for r in first.values())
+    same = 'identical to the printed digits'
+    lines.append('        ' + (same if worst < 5e-5 else f'largest difference {worst:.4f}: '
+                               'float rounding differs between CPUs, and training carries it'))
+    return lines
+
 # %% ../nbs/90_demo.ipynb #e820acc7
 def _wrap(text, indent=8, width=120, sep=', ') -> str:
     "`text` in lines of at most `width` characters, broken only after `sep`, continued under `indent` spaces."
@@ -210,12 +245,23 @@ def _run_step(say, i, n, name, step, params, full, out) -> dict:
     t = time.time(); emit_event('row', row=step.title)
     metrics = run_notebook(experiments_dir()/step.notebook, out/name, params, progress=False)
     s = round(time.time() - t, 1)
-    say(_wrap(f'      done in {fmt_seconds(s)}: {step.summary(metrics)}'))
+    say(_wrap(f'      done in {fmt_seconds(s)}: {step.summary(metrics)}'),
+        *record_lines(run_digest(out/name), read_digest(records_dir()/step.record), f'nbs/records/{step.record}'))
     return dict(notebook=step.notebook, parameters=params, executed=str(out/name/EXECUTED), seconds=s,
                 metrics=str(out/name/'metrics.json'), summary=step.summary(metrics))
 
+# %% ../nbs/90_demo.ipynb #b589d9d9
+def _backbone_line(n, world, hp, shipped) -> str:
+    "Stage 2's line: where the backbone comes from (the package, the cache, or a pretraining now) and how to change it."
+    if shipped and shipped_tag(world, **hp):
+        return (f"[2/{n}] backbone: the small CLIP {hp['model_name']} pretrained on this world, shipped with the "
+                "package (the records' weights; czsl-demo --pretrain trains it on this machine instead)")
+    how = 'from the cache' if pretrained_run(world, **hp).finished() else 'trained once, then cached'
+    return (f"[2/{n}] backbone: the small CLIP {hp['model_name']} pretrained on the world's captions "
+            f"({plural(hp['epochs'], 'epoch')}, {plural(hp['threads'], 'thread')}), {how}")
+
 # %% ../nbs/90_demo.ipynb #07f930f6
-def run_demo(out='demo_out', size='default', seed=0, pretrain=None, full=False, stream=None) -> dict:
+def run_demo(out='demo_out', size='default', seed=0, pretrain=None, full=False, stream=None, shipped=True) -> dict:
     "World, backbone, zero-shot floor, each method's experiment (quick preset, or the records' with `full`), the site."
     out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True)
     events = out/'events.jsonl'; events.write_text('')
@@ -228,15 +274,14 @@ def run_demo(out='demo_out', size='default', seed=0, pretrain=None, full=False, 
             say(f"[1/{n}] world: the embedded compositional world ({size}, seed {seed}), generated once and cached")
             t = time.time(); world = world_path(size=size, seed=seed, progress=False)
             times['world_s'] = round(time.time() - t, 1)
-            say(f"      ready in {fmt_seconds(times['world_s'])}: {world}")
-            how = 'from the cache' if pretrained_run(world, **hp).finished() else 'trained once, then cached'
-            say(f"[2/{n}] backbone: the small CLIP {hp['model_name']} pretrained on the world's captions "
-                f"({plural(hp['epochs'], 'epoch')}, {plural(hp['threads'], 'thread')}), {how}")
+            say(f"      ready in {fmt_seconds(times['world_s'])}: {world}", *_world_vs_records(world, size, seed))
+            say(_backbone_line(n, world, hp, shipped))
             emit_event('row', row=f"pretraining {hp['model_name']}")
-            t = time.time(); bb = pretrained_backbone(world, progress=False, **hp)
+            t = time.time(); bb = pretrained_backbone(world, progress=False, shipped=shipped, **hp)
             times['pretrain_s'] = round(time.time() - t, 1)
             say(f"      ready in {fmt_seconds(times['pretrain_s'])}: {bb.ident}")
-            base = dict(dataset='synthetic', world_size=size, world_seed=seed, pretrain=hp)
+            pre = hp if shipped else {**hp, 'shipped': False}
+            base = dict(dataset='synthetic', world_size=size, world_seed=seed, pretrain=pre)
             for i, (name, step) in enumerate(TOUR.items(), 3):
                 steps[name] = _run_step(say, i, n, name, step, _stage_params(step, full, base), full, out)
                 times[f'{name}_s'] = steps[name]['seconds']
@@ -271,9 +316,10 @@ def closing_lines(summary) -> list[str]:
             f"Open file://{summary['docs']} in a browser: the book, the records and this run's notebooks."]
 
 # %% ../nbs/90_demo.ipynb #abbc5ed7
+@console_script('czsl-demo')
 def demo_cli(argv=None):
     "Console script `czsl-demo` (returns None: console scripts exit with what their function returns)."
-    p = argparse.ArgumentParser('czsl-demo', description='A tour of czsl_workbench, offline: world, backbone, '
+    p = CLIParser('czsl-demo', description='A tour of czsl_workbench, offline: world, backbone, '
                                 'zero-shot floor, ClusPro, C2LIP and CLIP-PZSL on quick presets, then the site.')
     p.add_argument('--out', default='demo_out', help='folder for the executed notebooks, metrics, summary and site')
     p.add_argument('--full', action='store_true', help="run the full studies (the records' parameters), not the tour")
@@ -281,9 +327,11 @@ def demo_cli(argv=None):
     p.add_argument('--seed', type=int, default=0, help='world seed')
     p.add_argument('--pretrain-epochs', type=int, default=None, help='override the pretraining epochs')
     p.add_argument('--model', default=None, help='override the small CLIP config (e.g. czsl-vit-micro for a smoke run)')
+    p.add_argument('--pretrain', action='store_true', help='pretrain the small CLIP on this machine instead of '
+                   'loading the weights that ship with the package (about 4 minutes)')
     a = p.parse_args(argv)
     pre = {k: v for k, v in dict(epochs=a.pretrain_epochs, model_name=a.model).items() if v is not None}
     what = 'the full studies' if a.full else 'a tour of the workbench'
     print(f'czsl-demo: {what}, into {Path(a.out).resolve()}', flush=True)
-    s = run_demo(a.out, a.size, a.seed, pre, full=a.full)
+    s = run_demo(a.out, a.size, a.seed, pre, full=a.full, shipped=not a.pretrain)
     print(*closing_lines(s), sep='\n')
