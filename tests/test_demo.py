@@ -47,6 +47,9 @@ def test_demo_cli_tour(tmp_path):
     assert any(re.fullmatch(r' +C2LIP, seed 0: probe swap-att \d\.\d{3}, zero-shot AUC \d\.\d{3}', l) for l in lines)
     assert any(re.fullmatch(r' +CLIP-PZSL \(uniform q=0\.3\), seed 0: test H \(calibrated\) \d\.\d{3}  \(.*\)', l) for l in lines)
     assert 'Executing' not in r.stdout and 'arning' not in r.stdout
+    # beside the records: the tiny world shares no run with them, and its pixels are not compared with the default's
+    assert '      no run here has the parameters of a run of nbs/records/01_cluspro_default.ipynb' in lines
+    assert not any('pixels' in l for l in lines)
     # the demo ends with the site: the book, the records and the four executed notebooks, linked from the index
     site = Path(s['docs']); assert site == out/'site'/'index.html' and site.is_file() and f'file://{site}' in lines[-1]
     index = site.read_text()
