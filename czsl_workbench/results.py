@@ -126,7 +126,7 @@ def collect_results(root) -> pd.DataFrame:
 DIGEST_NUMBERS = ('AUC', 'best_hm', 'test/AUC', 'test/best_hm', 'test_ow/AUC', 'test/H_cs')
 
 def nested_runs(root) -> list[Path]:
-    "Every run folder under `root`, sorted: unlike `find_runs`, also the runs inside a run (an experiment's training runs)."
+    "Every run folder under `root`, sorted; unlike `find_runs`, the runs inside a run too (an experiment's own runs)."
     if not Path(root).is_dir(): raise FileNotFoundError(f"results folder {root} does not exist or is not a folder")
     found = []
     for d, sub, _ in os.walk(root):
