@@ -201,6 +201,12 @@ def _world_vs_records(world, size, seed) -> list[str]:
     if (size, seed) != (p.get('world_size'), p.get('world_seed', 0)): return []
     return world_lines(world_content(world), read_digest(rec))
 
+def _run_label(r) -> str:
+    "A run's name in a line: its row, else its folder without the seed (the experiment's own folder: 'the experiment')."
+    if r['row']: return str(r['row'])
+    if r['run'] == '.': return 'the experiment'
+    return r['run'].removesuffix(f"/seed{r['seed']}")
+
 def record_lines(mine: dict, record: dict | None, name: str) -> list[str]:
     "A line per run of `mine` with the parameters of a run of `record`: its number here and there, and the difference."
     if record is None: return [f'      {name} shows no digest: nothing to compare']
@@ -210,7 +216,7 @@ def record_lines(mine: dict, record: dict | None, name: str) -> list[str]:
     lines = [f'      beside {name} (the runs with the same parameters):']
     for r in first.values():
         seed = f"seed {r['seed']}" if r['seed'] is not None else None
-        label = ', '.join(str(x) for x in (r['row'] or r['run'], seed) if x)
+        label = ', '.join(x for x in (_run_label(r), seed) if x)
         lines.append(f"        {label}: {r['metric']} {r['here']:.4f} here, {r['record']:.4f} in the record "
                      f"({r['difference']:+.4f})")
     worst = max(abs(r['difference']) for r in first.values())
