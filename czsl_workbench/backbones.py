@@ -12,8 +12,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 import open_clip
-from .core import cache_dir, stable_hash, file_sha256, atomic_write_json, atomic_torch_save, default_device
-from .core import ExpectedError
+from .core import (
+    cache_dir, stable_hash, file_sha256, atomic_write_json, atomic_torch_save, default_device, ExpectedError)
 from .data import CLIP_MEAN, CLIP_STD, dataset_features
 
 # %% auto #0
@@ -121,8 +121,8 @@ def create_backbone(name='czsl-vit-tiny', pretrained=None, device=None, freeze=F
         raise FileNotFoundError(f"backbone folder not found: {name[len('local-dir:'):]}")
     if pretrained and not os.path.isfile(pretrained) and ('/' in pretrained or pretrained.endswith(('.pt', '.bin', '.safetensors'))):
         raise FileNotFoundError(f"pretrained checkpoint file not found: {pretrained}")
-    ident, sha = _weights_ident(name, pretrained)                    # local weights are checked before they are loaded
-    if tag: ident = f'{name}@{tag}-{sha[:16]}'
+    sha = SHIPPED[name, tag]['sha256'] if tag else None               # the shipped file: hashed once, just above
+    ident, sha = (f'{name}@{tag}-{sha[:16]}', sha) if tag else _weights_ident(name, pretrained)   # checked first
     local = (local_dir_weights(Path(name[len('local-dir:'):])) if name.startswith('local-dir:')
              else pretrained if pretrained and os.path.isfile(pretrained) else None)
     is_tag = pretrained and not os.path.isfile(pretrained)
@@ -221,8 +221,7 @@ def _rebuild_hint(name, tag):
     return (f"Restore it (reinstall czsl_workbench, or `git checkout -- czsl_workbench/weights` in a clone), "
             f"or train the same configuration on this machine: `czsl-pretrain --world WORLD --out DIR` (WORLD from "
             f"`czsl-data synth --out WORLD`; in Python `pretrained_backbone(world, shipped=False)`) and pass "
-            f"`local-dir:DIR/model`; its "
-            f"weights will differ from the shipped {name}/{tag} in the last bits, as every CPU's do")
+            f"`local-dir:DIR/model`; its weights will differ from the shipped {name}/{tag}, as every CPU's do")
 
 def shipped_folder(name, tag) -> Path:
     "The `local-dir:` folder of the shipped weights (`name`, `tag`), checked against the sha256 in `SHIPPED`."

@@ -8,8 +8,8 @@ import ast, contextlib, difflib, itertools, json, logging, os, re, shutil, socke
 from datetime import datetime, timezone
 from pathlib import Path
 import nbformat
-from .core import (atomic_write_json, stable_hash, file_sha256, parse_value, ExpectedError, CLIParser,
-                                 console_script)
+from .core import (
+    atomic_write_json, stable_hash, file_sha256, parse_value, ExpectedError, CLIParser, console_script)
 from .runs import ATTEMPTS, EXECUTED, METRICS, PARAMETERS, RUN_INFO, RUN_LOG, SWEEP
 
 # %% auto #0

@@ -19,10 +19,10 @@ from .runs import RunDirError, read_json, ATTEMPTS, EXECUTED, METRICS, PARAMETER
 # %% auto #0
 __all__ = ['RUN_FILES', 'SKIP_DIRS', 'FIXED_COLUMNS', 'METRIC_PREFIX', 'PARAM_PREFIX', 'HEADLINE', 'STATES', 'STATE_COLOURS',
            'DIGEST_NUMBERS', 'SEED_COLUMNS', 'ResultsError', 'is_run', 'find_runs', 'flatten_metrics',
-           'collect_results', 'nested_runs', 'run_digest', 'show_digest', 'read_digest', 'compare_digests',
-           'headline_metrics', 'metric_columns', 'figure_axes', 'metric_summary', 'seed_column', 'seed_table',
-           'paired_table', 'read_curve', 'status_counts', 'status_line', 'results_figures', 'compact_table',
-           'write_results', 'results_cli', 'show_results']
+           'collect_results', 'run_digest', 'show_digest', 'read_digest', 'compare_digests', 'headline_metrics',
+           'metric_columns', 'figure_axes', 'metric_summary', 'seed_column', 'seed_table', 'paired_table', 'read_curve',
+           'status_counts', 'status_line', 'results_figures', 'compact_table', 'write_results', 'results_cli',
+           'show_results']
 
 # %% ../nbs/32_results.ipynb #b579a6b1
 class ResultsError(ExpectedError, ValueError):
@@ -42,14 +42,14 @@ def is_run(d) -> bool:
     d = Path(d)
     return (d/PARAMETERS).is_file() and any((d/f).is_file() for f in RUN_FILES)
 
-def find_runs(root) -> list[Path]:
-    "The run folders under `root` (`[root]` when it is one), sorted; never inside a run, in `attempts/` or hidden folders."
+def find_runs(root, nested=False) -> list[Path]:
+    "The run folders under `root` (`[root]` when it is one), sorted; inside a run if `nested`; not in `attempts/`."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f"results folder {root} does not exist or is not a folder")
     runs = []
     for d, sub, _ in os.walk(root):
-        if is_run(d): runs.append(Path(d)); sub.clear(); continue
-        sub[:] = [s for s in sub if s not in SKIP_DIRS and not s.startswith('.')]
+        sub[:] = [] if is_run(d) and not nested else [s for s in sub if s not in SKIP_DIRS and not s.startswith('.')]
+        if is_run(d): runs.append(Path(d))
     return sorted(runs)
 
 # %% ../nbs/32_results.ipynb #af26c135
@@ -125,15 +125,6 @@ def collect_results(root) -> pd.DataFrame:
 # %% ../nbs/32_results.ipynb #bd09a1df
 DIGEST_NUMBERS = ('AUC', 'best_hm', 'test/AUC', 'test/best_hm', 'test_ow/AUC', 'test/H_cs')
 
-def nested_runs(root) -> list[Path]:
-    "Every run folder under `root`, sorted; unlike `find_runs`, the runs inside a run too (an experiment's own runs)."
-    if not Path(root).is_dir(): raise FileNotFoundError(f"results folder {root} does not exist or is not a folder")
-    found = []
-    for d, sub, _ in os.walk(root):
-        sub[:] = [s for s in sub if s not in SKIP_DIRS and not s.startswith('.')]
-        if is_run(d): found.append(Path(d))
-    return sorted(found)
-
 def _placeless(p: dict) -> dict:
     "`p` without the values that name a place on disk (absolute paths, `local-dir:` folders)."
     return {k: v for k, v in p.items() if not (isinstance(v, str) and v.startswith(('/', 'local-dir:')))}
@@ -141,7 +132,7 @@ def _placeless(p: dict) -> dict:
 def run_digest(root, **about) -> dict:
     "Each finished run under `root` as {run, key, row, seed, numbers} (`key`: its parameters but places), and `about`."
     root, runs = Path(root), []
-    for d in nested_runs(root):
+    for d in find_runs(root, nested=True):              # an experiment's folder is a run, with runs inside
         (p, _), (m, _) = _read_json(d/PARAMETERS), _read_json(d/METRICS)
         if not isinstance(p, dict) or not isinstance(m, dict): continue
         flat = flatten_metrics(m)

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
-from .core import (cache_dir, stable_hash, cache_lock, atomic_write_json, ExpectedError, CLIParser,
-                                 console_script)
+from .core import (
+    cache_dir, stable_hash, cache_lock, atomic_write_json, ExpectedError, CLIParser, console_script)
 
 # %% auto #0
 __all__ = ['OBJECTS', 'ATTRIBUTES', 'LOOK_PARAMS', 'OBJ_MODES', 'SHAPE_CHANGES', 'GLOW', 'PAINTERS', 'PRETRAIN_DOMAIN',
@@ -702,7 +702,7 @@ def content_hash(root, skip=('world.json', CONTENT)) -> dict:
     return dict(sha256=h.hexdigest(), files=n)
 
 def world_content(path) -> dict:
-    "The content hash of the world at `path` (`content_hash`), from from its `content.json` or computed once."
+    "The content hash of the world at `path` (`content_hash`): its `content.json`, or computed once."
     f = Path(path)/CONTENT
     if f.is_file(): return json.loads(f.read_text())
     load_world_info(path)                                                     # names a folder that is not a world

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from ..core import cache_dir, stable_hash, cache_lock, CLIParser, console_script
 from ..data import data_identity
-from ..backbones import (Backbone, BackboneError, create_backbone, SHIPPED, BUILD_RECORD, save_local_dir,
-                                      shipped_folder)
+from ..backbones import (
+    Backbone, BackboneError, create_backbone, SHIPPED, BUILD_RECORD, save_local_dir)
 from ..runs import RunDir, MODEL
 from ..fit import Method, BackboneConfig, fit_method, method_config
 from .losses import clip_loss
