@@ -18,10 +18,11 @@ from .core import cache_dir, atomic_torch_save, stable_hash, file_sha256, cache_
 
 # %% auto #0
 __all__ = ['PHASES', 'CLIP_MEAN', 'CLIP_STD', 'DatasetError', 'MissingDataError', 'make_czsl_fixture', 'read_pairs', 'SplitVocab',
-           'parse_split', 'open_world_pairs', 'load_metadata', 'phase_entries', 'open_rgb', 'missing_images',
-           'meta_int_array', 'CompositionDataset', 'clip_transform', 'prompt_name', 'pair_prompts', 'FeatureCacheError',
-           'FeatureCache', 'ImageFiles', 'dataset_key', 'dataset_labels', 'encode_dataset', 'dataset_features',
-           'caption_rows', 'load_caption_corpus', 'CaptionData', 'data_identity']
+           'parse_split', 'open_world_pairs', 'load_metadata', 'phase_entries', 'EmptyPairsWarning',
+           'pairs_without_images', 'warn_empty_pairs', 'open_rgb', 'missing_images', 'meta_int_array',
+           'CompositionDataset', 'clip_transform', 'prompt_name', 'pair_prompts', 'FeatureCacheError', 'FeatureCache',
+           'ImageFiles', 'dataset_key', 'dataset_labels', 'encode_dataset', 'dataset_features', 'caption_rows',
+           'load_caption_corpus', 'CaptionData', 'data_identity']
 
 # %% ../nbs/01_data.ipynb #b3163a76
 class DatasetError(ExpectedError, ValueError):
@@ -128,6 +129,30 @@ def phase_entries(meta, phase, pairs) -> list[dict]:
     pairs = set(pairs)
     return [m for m in meta if m['set'] == phase and m['attr'] != 'NA' and (m['attr'], m['obj']) in pairs]
 
+# %% ../nbs/01_data.ipynb #ab492763
+class EmptyPairsWarning(UserWarning):
+    "A phase's pairs file names pairs with no images of that phase in the metadata (they are kept, as czsl keeps them)."
+
+def pairs_without_images(entries, pairs) -> list[tuple[str, str]]:
+    "The pairs of `pairs`, in order, that no entry of `entries` shows."
+    have = {(m['attr'], m['obj']) for m in entries}
+    return [p for p in pairs if tuple(p) not in have]
+
+def _some_pairs(pairs, n=10) -> str:
+    "The first `n` pairs as 'attr obj', then how many more."
+    return ', '.join(f"'{a} {o}'" for a, o in pairs[:n]) + (f' and {len(pairs) - n} more' if len(pairs) > n else '')
+
+def warn_empty_pairs(root, phase, pairs, entries, split='compositional-split-natural', stacklevel=2) -> list:
+    "Warn (`EmptyPairsWarning`) when pairs of `phase`'s pairs file have no entry in `entries`; returns those pairs."
+    empty = pairs_without_images(entries, pairs)
+    if empty:
+        warnings.warn(f"{root}: {len(empty)} of the {len(pairs)} pairs in {split}/{phase}_pairs.txt "
+                      f"{'has' if len(empty) == 1 else 'have'} no {phase} images in metadata_{split}.t7: "
+                      f"{_some_pairs(empty)}. They stay in the vocabulary and in the {phase} pairs, as czsl's loader "
+                      "keeps them, so the closed-world pairs and the chance level count them.",
+                      EmptyPairsWarning, stacklevel=stacklevel)
+    return empty
+
 # %% ../nbs/01_data.ipynb #d23dfaab
 def open_rgb(path) -> Image.Image:
     "Decode the image at `path` as RGB; a missing or undecodable file raises an error naming it."
@@ -180,6 +205,8 @@ class CompositionDataset(torch.utils.data.Dataset):
         meta = load_metadata(self.meta_path)
         self.entries = phase_entries(meta, phase, v.pairs)                   # the phase's raw metadata dicts
         self.n_dropped = sum(m['set'] == phase for m in meta) - len(self.entries)
+        phase_pairs = getattr(v, f'{phase}_pairs')                           # its pairs with no images stay, as in czsl
+        self.empty_pairs = warn_empty_pairs(self.root, phase, phase_pairs, self.entries, split, stacklevel=3)
         self.data = [(m['image'], m['attr'], m['obj']) for m in self.entries]
         self.attr_idx = torch.tensor([self.attr2idx[a] for _, a, _ in self.data], dtype=torch.long)    # [N]
         self.obj_idx = torch.tensor([self.obj2idx[o] for _, _, o in self.data], dtype=torch.long)      # [N]

@@ -5,7 +5,8 @@ import numpy as np, pytest, torch
 from PIL import Image
 from czsl_workbench.data import (CompositionDataset, DatasetError, MissingDataError, FeatureCache, FeatureCacheError,
                                  make_czsl_fixture, read_pairs, parse_split, load_metadata, clip_transform, prompt_name,
-                                 pair_prompts, dataset_features, dataset_key)
+                                 pair_prompts, dataset_features, dataset_key, EmptyPairsWarning, warn_empty_pairs,
+                                 PHASES)
 
 SPLIT = 'compositional-split-natural'
 META = f'metadata_{SPLIT}.t7'
@@ -200,6 +201,51 @@ def test_undecodable_image(tmp_path):
     ds.image_path(2).write_bytes(b'not a png')
     with pytest.raises(DatasetError, match=f'cannot decode image .*{ds.data[2][0]}'): ds[2]
     with pytest.raises(DatasetError, match=ds.data[2][0]): CompositionDataset(root, 'train', preload=True)
+
+# ---- pairs with no images: kept, as czsl's loader keeps them, and said
+
+def _drop_entries(root, pair, phase):
+    "Remove `phase`'s metadata entries of `pair`; the pairs files still list it."
+    meta = load_metadata(root/META)
+    torch.save([m for m in meta if ((m['attr'], m['obj']), m['set']) != (pair, phase)], root/META)
+
+def _load_caught(root, phase, **kw):
+    "The dataset and every warning its load emitted."
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always'); ds = CompositionDataset(root, phase, **kw)
+    return ds, caught
+
+def test_pair_without_images_warns_and_stays(tmp_path):
+    root = fresh(tmp_path); _drop_entries(root, ('wet', 'town'), 'test')
+    ds, caught = _load_caught(root, 'test')
+    assert [w.category for w in caught] == [EmptyPairsWarning] and issubclass(EmptyPairsWarning, UserWarning)
+    msg = str(caught[0].message)
+    assert str(root) in msg and f'{SPLIT}/test_pairs.txt' in msg and '1 of the 3 pairs' in msg and "'wet town'" in msg
+    assert "stay in the vocabulary" in msg and "czsl's loader keeps them" in msg
+    assert ds.empty_pairs == [('wet', 'town')] and len(ds) == 4                     # its 2 test images are gone...
+    assert ('wet', 'town') in ds.test_pairs and ('wet', 'town') in ds.pairs and len(ds.pairs) == 7   # ...the pair stays
+    ow, caught = _load_caught(root, 'test', open_world=True)
+    assert len(caught) == 1 and ('wet', 'town') in ow.closed_pairs
+    for phase in ('train', 'val'):                                                   # one warning per (root, phase)
+        ds, caught = _load_caught(root, phase)
+        assert caught == [] and ds.empty_pairs == []
+
+def test_empty_pairs_warning_lists_ten_then_counts(tmp_path):
+    pairs = [('a', f'o{k}') for k in range(13)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert warn_empty_pairs(tmp_path, 'train', pairs, [dict(attr='a', obj='o5')]) == pairs[:5] + pairs[6:]
+    msg = str(caught[0].message)
+    assert len(caught) == 1 and '12 of the 13 pairs' in msg and "'a o0', 'a o1'" in msg and "'a o10'" in msg
+    assert "'a o11'" not in msg and msg.count("'a o") == 10 and 'and 2 more' in msg
+
+def test_clean_datasets_warn_nothing(fixtures, tmp_path):
+    from czsl_workbench.synthetic import generate_world
+    world = generate_world(tmp_path/'world', 'tiny', progress=False)
+    for root in (fixtures['mit'], fixtures['ut'], fixtures['cgqa'], world):
+        for phase in PHASES:
+            ds, caught = _load_caught(root, phase)
+            assert caught == [] and ds.empty_pairs == [], (root, phase, [str(w.message) for w in caught])
 
 # ---- preload
 
