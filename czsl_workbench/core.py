@@ -12,9 +12,9 @@ import torch
 
 # %% auto #0
 __all__ = ['TRACEBACK_ENV', 'EXPECTED_ERRORS', 'EVENTS_ENV', 'set_seed', 'fixed_threads', 'default_device', 'cache_dir',
-           'atomic_write', 'atomic_write_json', 'atomic_torch_save', 'stable_hash', 'file_sha256', 'cache_lock',
-           'parse_value', 'ExpectedError', 'error_line', 'console_script', 'CLIParser', 'call_command', 'rank',
-           'world_size', 'is_main', 'emit_event', 'read_events']
+           'atomic_write', 'atomic_write_json', 'atomic_torch_save', 'stable_hash', 'file_sha256', 'LockBusy',
+           'file_lock', 'lock_held', 'cache_lock', 'parse_value', 'ExpectedError', 'error_line', 'console_script',
+           'CLIParser', 'call_command', 'rank', 'world_size', 'is_main', 'emit_event', 'read_events']
 
 # %% ../nbs/00_core.ipynb #5050d3ad
 def set_seed(seed: int) -> int:
@@ -84,18 +84,37 @@ def file_sha256(path, n=16, chunk=1<<20) -> str:
     return h.hexdigest()[:n]
 
 # %% ../nbs/00_core.ipynb #21966396
+class LockBusy(RuntimeError):
+    "A lock that another process holds, when the caller asked not to wait (a console command prints one line)."
+
+@contextmanager
+def file_lock(lock_file, waiting='waiting for another process ...', wait=True, timeout=None):
+    "Hold the OS file lock `lock_file`; when another process holds it, print `waiting` and wait (or `LockBusy`)."
+    from filelock import FileLock, Timeout
+    lock = FileLock(str(lock_file), is_singleton=False)
+    try: lock.acquire(timeout=0)
+    except Timeout:
+        if not wait: raise LockBusy(f'{waiting.rstrip(" .")}: another process holds {lock_file}') from None
+        print(waiting, flush=True)
+        lock.acquire(timeout=-1 if timeout is None else timeout)
+    try: yield lock_file
+    finally: lock.release()
+
+def lock_held(lock_file) -> bool:
+    "Whether another process holds the OS file lock `lock_file` now (False when the file does not exist)."
+    from filelock import FileLock, Timeout
+    if not Path(lock_file).is_file(): return False
+    lock = FileLock(str(lock_file), is_singleton=False)
+    try: lock.acquire(timeout=0)
+    except Timeout: return True
+    lock.release(); return False
+
 @contextmanager
 def cache_lock(path, timeout=None):
     "Hold an inter-process lock for building `path` (a lock file under `cache_dir('locks')`); says so when it waits."
-    from filelock import FileLock, Timeout
     path = Path(path).absolute()
-    lock = FileLock(str(cache_dir('locks')/f'{stable_hash(str(path))}.lock'), is_singleton=False)
-    try: lock.acquire(timeout=0)
-    except Timeout:
-        print(f'waiting for another process to finish building {path} ...', flush=True)
-        lock.acquire(timeout=-1 if timeout is None else timeout)
-    try: yield path
-    finally: lock.release()
+    with file_lock(cache_dir('locks')/f'{stable_hash(str(path))}.lock', timeout=timeout,
+                   waiting=f'waiting for another process to finish building {path} ...'): yield path
 
 # %% ../nbs/00_core.ipynb #bb9d3728
 def parse_value(text: str, default):
@@ -113,7 +132,7 @@ class ExpectedError(Exception):
 
 TRACEBACK_ENV = 'CZSL_TRACEBACK'
 EXPECTED_ERRORS = (ExpectedError, ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-                   PermissionError)
+                   PermissionError, LockBusy)
 
 def error_line(e: BaseException) -> str:
     "The message of `e` as one line: an OS error about a path as 'reason: path', newlines folded."

@@ -14,10 +14,10 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['MAX_BIAS', 'MASKED', 'TOPK_RULE_MIN_P', 'FEASIBILITY_MASKING', 'Curve', 'REPORT_PHASES', 'CZSLEvaluator',
-           'reference_evaluate', 'feasibility_mask', 'feasibility_affine', 'CZSLStats', 'synthetic_scores',
-           'synthetic_split', 'unbiased_accuracy', 'czsl_report', 'class_mean_accuracy', 'zsl_accuracy',
-           'gzsl_accuracy', 'choose_gamma', 'seed_interval', 'paired_difference', 'verdict', 'fmt_interval',
-           'seeds_needed', 'nmi', 'cluster_quality']
+           'reference_evaluate', 'NonFiniteScoresError', 'feasibility_mask', 'feasibility_affine', 'CZSLStats',
+           'synthetic_scores', 'synthetic_split', 'unbiased_accuracy', 'czsl_report', 'class_mean_accuracy',
+           'zsl_accuracy', 'gzsl_accuracy', 'choose_gamma', 'seed_interval', 'paired_difference', 'verdict',
+           'fmt_interval', 'seeds_needed', 'nmi', 'cluster_quality']
 
 # %% ../nbs/06_metrics.ipynb #4180d069
 MAX_BIAS = 1e3                 # czsl's `--bias` default, hard-coded in ClusPro/Troika/DFSP `test()`
@@ -221,6 +221,9 @@ def _f32(x):
     if isinstance(x, torch.Tensor): return x.detach().to('cpu', torch.float32)
     return torch.from_numpy(np.array(x, dtype=np.float32, copy=True))
 
+class NonFiniteScoresError(ValueError):
+    "Scores with NaN or inf in them: a model that diverged, or a bug upstream; the message says where the first one is."
+
 def _iter_blocks(scores, N, P, chunk_size):
     "Yield `(start, block)`: float32 row blocks [n, P] of `scores` (tensor, array, memmap, callable or iterable)."
     def check(start, blk, expect=None):
@@ -231,7 +234,8 @@ def _iter_blocks(scores, N, P, chunk_size):
         if blk.numel() and not torch.isfinite(torch.stack(torch.aminmax(blk))).all():
             bad = (~torch.isfinite(blk)).nonzero()
             r, c = int(bad[0, 0]), int(bad[0, 1])
-            raise ValueError(f"scores contain {len(bad)} NaN/inf value(s) in rows {start}-{start + len(blk) - 1}; "
+            raise NonFiniteScoresError(f"scores contain {len(bad)} NaN/inf value(s) in rows "
+                                       f"{start}-{start + len(blk) - 1}; "
                              f"first at row {start + r}, column {c}: {blk[r, c].item()}")
         return start, blk
     if isinstance(scores, (torch.Tensor, np.ndarray)):

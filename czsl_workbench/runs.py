@@ -4,23 +4,26 @@
 
 # %% ../nbs/04_runs.ipynb #d2c7a33a
 from __future__ import annotations
-import json, pickle, re, zipfile
+import json, os, pickle, re, shutil, zipfile
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 import torch
 from fastcore.basics import patch
-from .core import atomic_write, atomic_write_json, atomic_torch_save, ExpectedError
+from .core import atomic_write, atomic_write_json, atomic_torch_save, ExpectedError, file_lock
 
 # %% auto #0
 __all__ = ['PARAMETERS', 'METRICS', 'HISTORY', 'EXECUTED', 'RUN_INFO', 'RUN_LOG', 'ATTEMPTS', 'DASHBOARD_CACHE', 'SWEEP',
-           'CHECKPOINTS', 'SNAPSHOTS', 'MODEL', 'CHECKPOINT_NAMES', 'SNAPSHOT_SCHEMA', 'SNAPSHOT_OPTIONAL',
-           'RunDirError', 'read_json', 'write_jsonl', 'read_jsonl', 'RunDir', 'check_snapshot', 'load_snapshot']
+           'CHECKPOINTS', 'SNAPSHOTS', 'MODEL', 'CHECKPOINT_NAMES', 'RUN_LOCK', 'RUN_TRACES', 'PATH_KEYS',
+           'RESTART_HINT', 'SNAPSHOT_SCHEMA', 'SNAPSHOT_OPTIONAL', 'RunDirError', 'read_json', 'write_jsonl',
+           'read_jsonl', 'RunMismatch', 'parameter_diff', 'diff_text', 'RunDir', 'check_snapshot', 'load_snapshot']
 
 # %% ../nbs/04_runs.ipynb #81b11565
 PARAMETERS, METRICS, HISTORY, EXECUTED = 'parameters.json', 'metrics.json', 'history.jsonl', 'executed.ipynb'
 RUN_INFO, RUN_LOG, ATTEMPTS, DASHBOARD_CACHE, SWEEP = 'run.json', 'run.log', 'attempts', 'dashboard_cache', 'sweep.json'
 CHECKPOINTS, SNAPSHOTS, MODEL = 'checkpoints', 'snapshots', 'model'
 CHECKPOINT_NAMES = ('last', 'best')
+RUN_LOCK = '.lock'
 
 # %% ../nbs/04_runs.ipynb #74b3614b
 class RunDirError(ExpectedError, ValueError):
@@ -48,9 +51,42 @@ def read_jsonl(path):
         except ValueError as e: raise RunDirError(f"corrupt {path}, line {i}: {e}") from None
     return rows
 
-# %% ../nbs/04_runs.ipynb #911c2fc3
+# %% ../nbs/04_runs.ipynb #2301e9f0
+RUN_TRACES = (PARAMETERS, METRICS, HISTORY, CHECKPOINTS, SNAPSHOTS, MODEL)   # any of these: the folder holds a run
+PATH_KEYS = ('root',)                                            # parameters that name a place: compared as places
+RESTART_HINT = ('use another run folder, or start this one over with restart (czsl-fit --restart, '
+                'fit_method(..., restart=True)): the run in it then moves to attempts/, nothing is deleted')
+
+class RunMismatch(RunDirError):
+    "A run folder that holds a run made with other parameters (or run files whose parameters are unknown)."
+
+class _Missing:
+    "The value of a key that one of two parameter sets lacks."
+    def __repr__(self): return 'missing'
+_MISSING = _Missing()
+
 def _as_json(obj): return json.loads(json.dumps(obj, default=str))
 
+def _same(key, a, b):
+    if key in PATH_KEYS and isinstance(a, str) and isinstance(b, str): return os.path.realpath(a) == os.path.realpath(b)
+    return a == b
+
+def parameter_diff(old: dict, new: dict) -> list[tuple]:
+    "[(key, old value, new value)] of the keys where two runs' parameters differ, as JSON holds them."
+    old, new = _as_json(old), _as_json(new)
+    keys = [*new, *(k for k in old if k not in new)]
+    return [(k, old.get(k, _MISSING), new.get(k, _MISSING)) for k in keys
+            if not _same(k, old.get(k, _MISSING), new.get(k, _MISSING))]
+
+def diff_text(diff, n=6) -> str:
+    "'lr: 0.001 there, 0.5 asked; seed: 0 there, 7 asked' (the first `n` keys; another method is named alone)."
+    other = [d for d in diff if d[0] == 'method']
+    if other and len(diff) > 1:
+        diff, n, more = other, 1, f" (and {len(diff) - 1} other option{'s' if len(diff) > 2 else ''})"
+    else: more = f'; and {len(diff) - n} more' if len(diff) > n else ''
+    return '; '.join(f'{k}: {a!r} there, {b!r} asked' for k, a, b in diff[:n]) + more
+
+# %% ../nbs/04_runs.ipynb #911c2fc3
 class RunDir:
     "One run directory: the path of each of its files, and their readers and writers."
     def __init__(self, path): self.path = Path(path)
@@ -77,10 +113,74 @@ class RunDir:
     def read_history(self): return read_jsonl(self.history_path) if self.history_path.is_file() else []
 
     def finished(self, parameters=None) -> bool:
-        "Whether the run wrote its metrics (and, given `parameters`, was run with exactly these)."
-        if not self.metrics_path.is_file(): return False
+        "Whether the run wrote readable metrics (and, given `parameters`, was made with exactly these)."
+        try: metrics = self.read_metrics(); old = self.read_parameters() if parameters is not None else None
+        except (FileNotFoundError, RunDirError): return False             # a missing or truncated file: not finished
         if parameters is None: return True
-        return self.parameters_path.is_file() and read_json(self.parameters_path) == _as_json(parameters)
+        made_by = {k: metrics[k] for k in ('method', 'seed') if k in metrics}     # metrics that name another run: a lie
+        return not parameter_diff(old, parameters) and all(parameters.get(k, v) == v for k, v in made_by.items())
+
+# %% ../nbs/04_runs.ipynb #09eb5272
+@patch
+def traces(self: RunDir) -> list[str]:
+    "The run files in the folder (`RUN_TRACES` that exist; [] for a new or empty folder)."
+    return [n for n in RUN_TRACES if (self.path/n).exists()]
+
+def _made_by(params: dict) -> str:
+    return f"a {params['method']} run" if isinstance(params.get('method'), str) else 'a run'
+
+@patch
+def check(self: RunDir, parameters: dict, hint=RESTART_HINT) -> str:
+    "What the folder holds for a run with `parameters`: 'new', 'resume' or 'finished'; else `RunMismatch`. Reads only."
+    found = self.traces()
+    if not found: return 'new'
+    if PARAMETERS not in found:
+        raise RunMismatch(f"{self.path} holds {', '.join(found)} but no {PARAMETERS}, "
+                          f"so what made them is unknown: {hint}")
+    try: old = self.read_parameters()
+    except RunDirError as e: raise RunMismatch(f'{e}: {hint}') from None
+    if diff := parameter_diff(old, parameters):
+        raise RunMismatch(f'{self.path} holds {_made_by(old)} made with other parameters ({diff_text(diff)}): {hint}')
+    return 'finished' if self.finished(parameters) else 'resume'
+
+@patch
+def bind(self: RunDir, parameters: dict):
+    "Write `parameters.json` for this attempt: once, and never over another run's (`RunMismatch`)."
+    if self.parameters_path.is_file(): self.check(parameters); return self.parameters_path
+    return self.write_parameters(parameters)
+
+# %% ../nbs/04_runs.ipynb #73dce4c5
+_ATTEMPT = re.compile(r'\d{3}')
+
+@patch
+def attempts(self: RunDir) -> list[Path]:
+    "The earlier attempts moved aside in `attempts/NNN/`, in order."
+    d = self.path/ATTEMPTS
+    return sorted(p for p in d.iterdir() if p.is_dir() and _ATTEMPT.fullmatch(p.name)) if d.is_dir() else []
+
+@patch
+def set_aside(self: RunDir, names=None) -> Path | None:
+    "Move the folder's run (`names`, default: every entry but attempts/ and the lock) to `attempts/NNN/`; that folder."
+    skip = (ATTEMPTS, RUN_LOCK)
+    names = [n for n in (os.listdir(self.path) if names is None and self.path.is_dir() else names or [])
+             if n not in skip and (self.path/n).exists()]
+    if not names: return None
+    last = self.attempts()
+    dest = self.path/ATTEMPTS/f'{int(last[-1].name) + 1 if last else 1:03d}'; dest.mkdir(parents=True)
+    for n in sorted(names): shutil.move(str(self.path/n), str(dest/n))
+    return dest
+
+@patch
+@contextmanager
+def writing(self: RunDir, parameters: dict, restart=False, wait=True, hint=RESTART_HINT, say=print):
+    "Hold the folder's lock while a run with `parameters` writes it; yields what `check` says ('new' after a restart)."
+    if not restart: self.check(parameters, hint)                        # refused before a byte is written
+    self.path.mkdir(parents=True, exist_ok=True)
+    waiting = (f'another process is training in {self.path}: waiting for it to finish, then its result is reused if '
+               'it was made with these parameters, else this run is refused')
+    with file_lock(self.path/RUN_LOCK, wait=wait, waiting=waiting):
+        if restart and (dest := self.set_aside()): say(f'restart: the earlier run in {self.path} moved to {dest}')
+        yield self.check(parameters, hint)
 
 # %% ../nbs/04_runs.ipynb #3232ce90
 def _checkpoint_name(name):

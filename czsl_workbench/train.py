@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from torch.nn.parallel import DistributedDataParallel
-from .core import set_seed, default_device, is_main, rank, world_size, emit_event
+from .core import set_seed, default_device, is_main, rank, world_size, emit_event, ExpectedError
 from .runs import RunDir
 
 # %% auto #0
@@ -213,9 +213,10 @@ def cosine_schedule(warmup=0.05):
     return sched_fn
 
 class GradClipCB(Callback):
-    "Clip the global gradient norm to `max_norm` before each optimizer step."
+    "Clip the global gradient norm to `max_norm` before each optimizer step (the norm it had: `learn.grad_norm`)."
     def __init__(self, max_norm=1.0): self.max_norm = max_norm
-    def after_backward(self): torch.nn.utils.clip_grad_norm_(self.learn.model.parameters(), self.max_norm)
+    def after_backward(self):
+        self.learn.grad_norm = torch.nn.utils.clip_grad_norm_(self.learn.model.parameters(), self.max_norm)
 
 # %% ../nbs/05_train.ipynb #05080685
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -239,10 +240,10 @@ class MixedPrecisionCB(Callback):
         if self.ctx is not None: self.ctx.__exit__(None, None, None); self.ctx = None
 
 # %% ../nbs/05_train.ipynb #5d9a3202
-class NonFiniteLossError(FloatingPointError): "The training loss became NaN or infinite."
+class NonFiniteLossError(ExpectedError, FloatingPointError): "The training loss or its gradient became NaN or infinite."
 
 class NonFiniteCB(Callback):
-    "Stop (`action='raise'`) or skip the update (`'skip'`) when the training loss is NaN/inf; never silent."
+    "Stop (`action='raise'`) or skip the update (`'skip'`) when the training loss or gradient is NaN/inf; never silent."
     order = 5
     def __init__(self, action='raise', max_skips=10):
         if action not in ('raise', 'skip'): raise ValueError(f"NonFiniteCB action must be 'raise' or 'skip', got {action!r}")
@@ -253,12 +254,24 @@ class NonFiniteCB(Callback):
         if not l.training: return
         if torch.isfinite(l.loss).all(): self.run = 0; return
         terms = ', '.join(f'{k}={float(v.detach()):.4g}' for k, v in l.loss_parts.items())
-        msg = f'non-finite training loss at epoch {l.epoch}, batch {l.iter}: {terms}'
-        self.run += 1; self.skipped += 1
+        self._bad(f'non-finite training loss at epoch {l.epoch}, batch {l.iter}: {terms}')
+    def after_backward(self):
+        l = self.learn; norm = l.__dict__.pop('grad_norm', None)
+        if l.scaler is not None: return                               # fp16: the scaler skips overflowing steps
+        if norm is None:
+            grads = [p.grad for p in l.model.parameters() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+        if torch.isfinite(norm): return
+        self.run -= 1                                                 # the loss of this batch was counted finite
+        self._bad(f'non-finite gradient at epoch {l.epoch}, batch {l.iter}: global norm {float(norm):.4g} '
+                  f'(loss {float(l.loss.detach()):.4g})')
+    def _bad(self, msg):
+        l = self.learn; self.run += 1; self.skipped += 1
         if self.action == 'raise' or self.run > self.max_skips:
             if self.action == 'skip': msg += f' ({self.run} consecutive non-finite batches > max_skips={self.max_skips})'
             raise NonFiniteLossError(msg)
         warnings.warn(msg + ' -- batch skipped'); l.record['skipped_batches'] = self.skipped
+        if l.opt is not None: l.zero_grad()                            # no update from this batch, none carried over
         raise CancelBatchException()
 
 # %% ../nbs/05_train.ipynb #eb161cbd
@@ -288,7 +301,7 @@ class CheckpointCB(Callback):
 
     def before_fit(self):
         self.best = None
-        if self.parameters is not None and is_main(): self.run.write_parameters(self.parameters)
+        if self.parameters is not None and is_main(): self.run.bind(self.parameters)    # once; never over another run's
         if self.resume and self.run.checkpoint_path('last').exists(): self._resume()
 
     def _resume(self):
