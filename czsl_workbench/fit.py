@@ -4,24 +4,27 @@
 
 # %% ../nbs/07_fit.ipynb #1827103b
 from __future__ import annotations
-import itertools, time
+import itertools, math, time, types, typing
+from contextlib import nullcontext
 from dataclasses import dataclass, fields, asdict, is_dataclass
 from functools import partial
 from pathlib import Path
 import torch
 from torch import nn
-from .core import set_seed, default_device, fixed_threads, is_main, world_size, emit_event
+from .core import (set_seed, default_device, fixed_threads, is_main, world_size, emit_event, ExpectedError,
+                                 parse_value)
 from .data import CompositionDataset, CaptionData, load_caption_corpus, data_identity
 from .backbones import Backbone, image_features, save_local_dir
-from .metrics import czsl_report
+from .metrics import czsl_report, NonFiniteScoresError
 from .runs import RunDir, MODEL
 from .train import (Learner, DataLoaders, EvalCB, EarlyStoppingCB, SchedCB, GradClipCB, MixedPrecisionCB, DistributedCB,
-                    cosine_schedule, default_cbs, shard_loader)
+                    cosine_schedule, default_cbs, shard_loader, NonFiniteLossError)
 
 # %% auto #0
-__all__ = ['FAMILIES', 'METHODS', 'TrainConfig', 'make_config', 'Method', 'register', 'get_method', 'method_config', 'Family',
-           'register_family', 'FeatureSplit', 'czsl_features', 'load_splits', 'model_device', 'evaluate_split',
-           'CZSLConfig', 'CZSLFamily', 'BackboneConfig', 'BackboneFamily', 'fit_method']
+__all__ = ['FAMILIES', 'METHODS', 'TrainConfig', 'make_config', 'Method', 'OptionError', 'config_limits', 'check_limits',
+           'check_type', 'parse_option', 'register', 'get_method', 'method_config', 'Family', 'register_family',
+           'FeatureSplit', 'czsl_features', 'load_splits', 'model_device', 'evaluate_split', 'CZSLConfig', 'CZSLFamily',
+           'BackboneConfig', 'BackboneFamily', 'fit_method']
 
 # %% ../nbs/07_fit.ipynb #495caee7
 @dataclass
@@ -34,13 +37,18 @@ class TrainConfig:
     warmup: float = 0.05           # fraction of the steps with a linear warm-up, then cosine decay to zero
     grad_clip: float = 1.0         # max global gradient norm
     threads: int | None = None     # intra-op CPU threads for the whole run (None: the process's own setting)
+    limits = dict(epochs='>=1', lr='>0', batch_size='>=1', wd='>=0', warmup='[0,1]', grad_clip='>0', threads='>=1')
 
 def make_config(Config, method='method', **overrides):
-    "A `Config` with `overrides`; an unknown option is a `TypeError` that lists the options of `method`."
+    "A `Config` with `overrides`, each checked against its field's type and the config's `limits` (`OptionError`)."
     names = [f.name for f in fields(Config)]
     bad = sorted(set(overrides) - set(names))
-    if bad: raise TypeError(f'unknown option(s) {bad} for method {method!r}; its options are {sorted(names)}')
-    return Config(**overrides)
+    if bad: raise OptionError(f'unknown option(s) {bad} for method {method!r}; its options are {sorted(names)}')
+    for k, v in overrides.items(): check_type(Config, k, v, method)
+    try: cfg = Config(**overrides)
+    except (TypeError, ValueError) as e: raise OptionError(f'{method}: {e}') from None   # the config's own checks
+    check_limits(cfg, method)
+    return cfg
 
 FAMILIES = {}                      # name -> Family, filled below (and by chapters that add a family)
 
@@ -69,6 +77,69 @@ class Method:
         "Extra entries of metrics.json (none by default)."
         return {}
     def __repr__(self): return f"{type(self).__name__}(name={self.name!r}, family={self.family!r})"
+
+# %% ../nbs/07_fit.ipynb #903a563d
+class OptionError(ExpectedError, TypeError, ValueError):
+    "An option a method does not have, or a value of the wrong type or outside its range; raised before anything runs."
+
+def _rule_ok(v, rule) -> bool:
+    "Whether number `v` satisfies `rule`: '>0', '>=1', '[0,1]', '[0,1)'."
+    if rule.startswith('>='): return v >= float(rule[2:])
+    if rule.startswith('>'): return v > float(rule[1:])
+    lo, hi = (float(x) for x in rule[1:-1].split(','))
+    return (lo <= v if rule[0] == '[' else lo < v) and (v <= hi if rule[-1] == ']' else v < hi)
+
+def config_limits(Config) -> dict:
+    "{option: rule} of `Config` and its parents (a subclass's rule wins)."
+    out = {}
+    for c in reversed(Config.__mro__): out.update(c.__dict__.get('limits', {}))
+    return out
+
+def check_limits(cfg, method='method'):
+    "`cfg` if every option with a rule satisfies it (None is left to the type check), else `OptionError`."
+    for k, rule in config_limits(type(cfg)).items():
+        v = getattr(cfg, k, None)
+        if v is not None and not isinstance(v, bool) and isinstance(v, (int, float)) and not _rule_ok(v, rule):
+            raise OptionError(f'option {k} of {method} must be {rule}; got {v!r}')
+    return cfg
+
+def _field_kinds(Config, name) -> tuple[list, bool]:
+    "(the types option `name` of `Config` takes, whether it takes None), read from its annotation."
+    tp = typing.get_type_hints(Config)[name]
+    args = typing.get_args(tp) if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union else (tp,)
+    return [typing.get_origin(a) or a for a in args if a is not type(None)], type(None) in args
+
+def _is_kind(v, kind) -> bool:
+    if kind is bool: return isinstance(v, bool)
+    if kind is int: return isinstance(v, int) and not isinstance(v, bool)
+    if kind is float: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if kind in (tuple, list): return isinstance(v, (tuple, list))
+    return not isinstance(kind, type) or isinstance(v, kind)
+
+_KIND_NAMES = {bool: 'a bool', int: 'an int', float: 'a finite number', str: 'a string', tuple: 'a list',
+               list: 'a list', dict: 'a dict'}
+
+def check_type(Config, name, value, method='method'):
+    "`value` if option `name` of `Config` takes it (by the field's annotation), else `OptionError` naming both."
+    kinds, none_ok = _field_kinds(Config, name)
+    if (value is None and none_ok) or any(_is_kind(value, k) for k in kinds): return value
+    names = [_KIND_NAMES.get(k, getattr(k, '__name__', str(k))) for k in kinds] + (['None'] if none_ok else [])
+    want = ' or '.join(names)
+    raise OptionError(f'option {name} of {method} takes {want}; got {value!r}')
+
+def parse_option(Config, name, text: str):
+    "Command-line `text` as a value of option `name` of `Config`, read by the field's type (checked by `make_config`)."
+    kinds, none_ok = _field_kinds(Config, name)
+    t = text.strip()
+    if none_ok and t.lower() in ('none', 'null'): return None
+    for kind in kinds:
+        if kind is bool and t.lower() in ('true', 'false', '1', '0', 'yes', 'no'):
+            return t.lower() in ('true', '1', 'yes')
+        if kind is str: return text
+        if kind in (int, float):
+            try: return kind(t)
+            except ValueError: continue
+    return parse_value(text, None) if any(k in (tuple, list, dict) for k in kinds) else text
 
 # %% ../nbs/07_fit.ipynb #4ee98fe5
 METHODS = {}
@@ -171,6 +242,7 @@ def evaluate_split(model, split: FeatureSplit, phase=None) -> dict:
 class CZSLConfig(TrainConfig):
     "Options of the heads on frozen features: early stopping after `patience` epochs without a better val AUC."
     patience: int = 3
+    limits = dict(patience='>=1')
 
 class CZSLFamily(Family):
     "Heads on cached frozen image features: val AUC selects the epoch; test reported closed and open world."
@@ -195,6 +267,7 @@ class BackboneConfig(TrainConfig):
     "Options of backbone training on an image–caption corpus: `limit` caps the captions; one CPU thread by default."
     limit: int | None = None
     threads: int | None = 1
+    limits = dict(limit='>=1')
 
 class BackboneFamily(Family):
     "A backbone trained on image–caption pairs: batches of (image, tokens, caption id); saved as `RUN/model/`."
@@ -211,8 +284,24 @@ class BackboneFamily(Family):
 register_family(BackboneFamily());
 
 # %% ../nbs/07_fit.ipynb #ab843619
-def fit_method(method, bb, root, run_dir, seed=0, data=None, cache=None, progress=True, resume=True, device=None,
-               extra_parameters=None, cbs=(), nonfinite='raise', amp=None, workers=0, **overrides) -> dict:
+def _reused(m, fam, run) -> dict:
+    metrics = run.read_metrics()
+    emit_event('run_end', method=m.name, run_dir=str(run.path), reused=True,
+               headline=fam.headline(metrics, run.read_history()))
+    return metrics
+
+def _diverged(e, run, cfg, learn) -> NonFiniteLossError:
+    "The error of a run that stopped on a non-finite loss, gradient or score: where, what was kept, what to do."
+    ck = run.checkpoint_path('last')
+    what = (f"the model's scores after epoch {learn.epoch if learn is not None else 'the last'} are not finite ({e})"
+            if isinstance(e, NonFiniteScoresError) else str(e))
+    kept = (f'the last good epoch is kept in {ck}' if ck.is_file()
+            else 'no epoch had finished, so no checkpoint was kept')
+    return NonFiniteLossError(f'training diverged in {run.path}: {what}; {kept}; lower the learning rate '
+                              f'(lr {cfg.lr:g}) and train again into another run folder, or restart this one')
+
+def fit_method(method, bb, root, run_dir, seed=0, data=None, cache=None, progress=True, restart=False, wait=True,
+               device=None, extra_parameters=None, cbs=(), nonfinite='raise', amp=None, workers=0, **overrides) -> dict:
     "Train `method` on the data at `root` into `run_dir` with the one Learner; its metrics (also in metrics.json)."
     m = get_method(method); run = RunDir(run_dir)
     if m.family not in FAMILIES: raise ValueError(f'method {m.name!r} is of family {m.family!r}, which no chapter registered; known: {sorted(FAMILIES)}')
@@ -223,37 +312,42 @@ def fit_method(method, bb, root, run_dir, seed=0, data=None, cache=None, progres
     if cfg.batch_size % W: raise ValueError(f'the batch size {cfg.batch_size} is the global batch and must be a multiple of the {W} processes')
     monitor = m.monitor or fam.monitor
     params = dict(method=m.name, **fam.describe(root, bb), seed=seed, **asdict(cfg), **(extra_parameters or {}))
-    if resume and run.finished(params):
-        metrics = run.read_metrics()
-        emit_event('run_end', method=m.name, run_dir=str(run.path), reused=True, headline=fam.headline(metrics, run.read_history()))
-        return metrics
-    emit_event('run_start', method=m.name, run_dir=str(run.path), seed=seed, epochs=cfg.epochs)
-    with fixed_threads(cfg.threads):                                     # the whole run, when the config names a count
-        data = fam.prepare(bb, root, data, cache, progress)
-        set_seed(seed); t0 = time.time()
-        model = m.build(bb, data, cfg).to(device or default_device())
-        history, n_train = [], None
-        if cfg.epochs > 0 and any(p.requires_grad for p in model.parameters()):
-            ds = m.dataset(model, data, cfg)
-            pin = model_device(model).type == 'cuda'                                     # page-locked batches copy faster to a GPU
-            dls = fam.dataloaders(fam.dataset(model, data, cfg) if ds is None else ds, cfg, workers, pin); n_train = len(dls.train.dataset)
-            if W > 1: dls = DataLoaders(shard_loader(dls.train), dls.valid and shard_loader(dls.valid))   # this rank's slices
-            cbs = [*default_cbs(run.path, monitor=monitor, resume=resume, parameters=params, progress=progress, nonfinite=nonfinite),
-                   *fam.callbacks(model, data, cfg, monitor), SchedCB(cosine_schedule(cfg.warmup)), GradClipCB(cfg.grad_clip),
-                   *([MixedPrecisionCB(amp)] if amp else []), *([DistributedCB()] if W > 1 else []), *cbs,
-                   *m.callbacks(model, data, cfg, run, seed)]
-            learn = Learner(model, dls, partial(m.loss, model), lr=cfg.lr, cbs=cbs, wd=cfg.wd, n_inp=m.n_inp or fam.n_inp, seed=seed, device=device)
-            learn.fit(cfg.epochs)
-            history = run.read_history()
-            if monitor is not None: model.load_state_dict(run.load_checkpoint('best')['model'])
-        elif is_main(): run.write_parameters(params)
-        model.eval()
-        metrics = {'method': m.name, 'seed': seed, 'train_s': round(time.time() - t0, 1), 'epochs_run': len(history),
-                   'best_epoch': max((h['epoch'] for h in history if h.get('is_best')), default=None), 'n_train': n_train,
-                   **({'amp': amp} if amp else {}), **({'world_size': W} if W > 1 else {})}
-        metrics.update(fam.report(model, data)); metrics.update(m.extra_metrics(model, data, cfg))
-        if is_main(): metrics.update(fam.finish(model, run, params))
-    if is_main(): run.write_metrics(metrics)
+    if not restart and run.check(params) == 'finished': return _reused(m, fam, run)      # every rank; reads only
+    with run.writing(params, restart=restart, wait=wait) if is_main() else nullcontext('resume') as state:
+        if state == 'finished': return _reused(m, fam, run)          # another process finished it while this one waited
+        emit_event('run_start', method=m.name, run_dir=str(run.path), seed=seed, epochs=cfg.epochs)
+        with fixed_threads(cfg.threads):                              # the whole run, when the config names a count
+            data = fam.prepare(bb, root, data, cache, progress)
+            set_seed(seed); t0 = time.time()
+            model = m.build(bb, data, cfg).to(device or default_device())
+            history, n_train, learn = [], None, None
+            try:
+                if cfg.epochs > 0 and any(p.requires_grad for p in model.parameters()):
+                    ds = m.dataset(model, data, cfg)
+                    pin = model_device(model).type == 'cuda'             # page-locked batches copy faster to a GPU
+                    dls = fam.dataloaders(fam.dataset(model, data, cfg) if ds is None else ds, cfg, workers, pin)
+                    n_train = len(dls.train.dataset)
+                    if W > 1: dls = DataLoaders(shard_loader(dls.train), dls.valid and shard_loader(dls.valid))
+                    cbs = [*default_cbs(run.path, monitor=monitor, parameters=params, progress=progress,
+                                        nonfinite=nonfinite),
+                           *fam.callbacks(model, data, cfg, monitor), SchedCB(cosine_schedule(cfg.warmup)),
+                           GradClipCB(cfg.grad_clip), *([MixedPrecisionCB(amp)] if amp else []),
+                           *([DistributedCB()] if W > 1 else []), *cbs, *m.callbacks(model, data, cfg, run, seed)]
+                    learn = Learner(model, dls, partial(m.loss, model), lr=cfg.lr, cbs=cbs, wd=cfg.wd,
+                                    n_inp=m.n_inp or fam.n_inp, seed=seed, device=device)
+                    learn.fit(cfg.epochs)
+                    history = run.read_history()
+                    if monitor is not None: model.load_state_dict(run.load_checkpoint('best')['model'])
+                elif is_main(): run.bind(params)
+                model.eval()
+                best = max((h['epoch'] for h in history if h.get('is_best')), default=None)
+                metrics = {'method': m.name, 'seed': seed, 'train_s': round(time.time() - t0, 1),
+                           'epochs_run': len(history), 'best_epoch': best, 'n_train': n_train,
+                           **({'amp': amp} if amp else {}), **({'world_size': W} if W > 1 else {})}
+                metrics.update(fam.report(model, data)); metrics.update(m.extra_metrics(model, data, cfg))
+            except (NonFiniteLossError, NonFiniteScoresError) as e: raise _diverged(e, run, cfg, learn) from None
+            if is_main(): metrics.update(fam.finish(model, run, params))
+        if is_main(): run.write_metrics(metrics)
     if W > 1: torch.distributed.barrier(); metrics = run.read_metrics()         # every rank returns what rank 0 wrote
     emit_event('run_end', method=m.name, run_dir=str(run.path), seconds=metrics['train_s'], headline=fam.headline(metrics, history))
     return metrics

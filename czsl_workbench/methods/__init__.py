@@ -22,11 +22,12 @@ from dataclasses import fields as _fields
 from pathlib import Path
 import torch
 import open_clip
-from ..core import is_main, world_size, parse_value, ExpectedError, CLIParser, console_script
+from ..core import is_main, world_size, ExpectedError, CLIParser, console_script
 from ..backbones import create_backbone, register_small_configs
 from .pretrain import shipped_tag, pretrained_backbone, pretrained_run, pretrain_options
 from ..train import init_distributed, close_distributed
-from ..fit import fit_method, get_method, FAMILIES, METHODS
+from ..fit import fit_method, get_method, parse_option, FAMILIES, METHODS
+from ..runs import RunDir
 
 def _check_backbone_name(name):
     "An `ExpectedError` naming the nearest models unless open_clip can build `name` (a config, local-dir: or hf-hub:)."
@@ -78,6 +79,10 @@ def fit_cli(argv=None):
     p.add_argument('--device', default=None, help='cpu, cuda, ... (default: the best available)')
     p.add_argument('--amp', default=None, choices=['bf16', 'fp16'], help='mixed precision')
     p.add_argument('--workers', type=int, default=0, help='data-loading processes')
+    p.add_argument('--restart', action='store_true',
+                   help='start --out over: the run in it moves to attempts/NNN (nothing is deleted)')
+    p.add_argument('--no-wait', action='store_true',
+                   help='refuse, instead of waiting, while another process trains into --out')
     p.add_argument('--no-progress', action='store_true')
     a = p.parse_args(argv)
     if a.method not in METHODS: raise ExpectedError(f"unknown method {a.method!r}; registered: {', '.join(METHODS)}")
@@ -85,20 +90,25 @@ def fit_cli(argv=None):
     defaults = {f.name: f.default for f in _fields(m.Config)}
     bad = [k for k, _ in a.option if k not in defaults]
     if bad: raise ExpectedError(f"unknown option(s) {bad} for {m.name}; its options: {', '.join(defaults)}")
-    opts = {k: parse_value(v, defaults[k]) for k, v in a.option}
+    opts = {k: parse_option(m.Config, k, v) for k, v in a.option}
+    m.config(**opts)                                 # a bad value is named here, before anything is loaded or written
     if not Path(a.data).exists(): raise FileNotFoundError(f'--data not found: {a.data}')
     first = int(os.environ.get('RANK', '0')) == 0                # torchrun's rank, read before the process group is up
     say = (lambda s: print(f'czsl-fit: {s}', flush=True)) if first else (lambda s: None)
     bb = starting_backbone(m, a.data, a.backbone, a.pretrained, a.device, progress=first and not a.no_progress, say=say)
     init_distributed(); main = is_main()                      # asked while the group is up: rank 0 prints the result
     try:
+        done = RunDir(a.out).metrics_path
+        before = done.stat().st_mtime_ns if done.is_file() else None
         metrics = fit_method(m, bb, a.data, a.out, seed=a.seed, progress=not a.no_progress, device=a.device, amp=a.amp,
-                             workers=a.workers, **opts)
+                             workers=a.workers, restart=a.restart, wait=not a.no_wait, **opts)
+        reused = before is not None and done.stat().st_mtime_ns == before
         close_distributed()                                    # every rank leaves the group together: a clean exit
     except BaseException:
         if world_size() > 1: torch.distributed.destroy_process_group()   # no barrier: the other ranks may be gone
         raise
     if main:
         head = FAMILIES[m.family].headline(metrics, [])
-        print(f"{m.name} finished: {a.out}" + ''.join(f', {k} {v:.4f}' for k, v in head.items())
+        print(f"{m.name} {'already finished with these parameters' if reused else 'finished'}: {a.out}"
+              + ''.join(f', {k} {v:.4f}' for k, v in head.items())
               + (f", model {metrics['model']}" if 'model' in metrics else ''))

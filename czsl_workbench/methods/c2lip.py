@@ -218,6 +218,7 @@ class FinetuneConfig(BackboneConfig):
     img_key: str = 'filepath'        # for a CSV corpus: open_clip's --csv-img-key
     caption_key: str = 'title'       # --csv-caption-key
     sep: str = '\t'                  # --csv-separator
+    limits = dict(npc='>=0', xac='>=0', negatives='>=0', temperature='>0', max_phrases='>=1')
 
     def __post_init__(self):
         if self.form not in FORMS: raise ValueError(f'unknown contrastive form {self.form!r}; choose one of {sorted(FORMS)}')

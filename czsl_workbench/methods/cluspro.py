@@ -55,6 +55,8 @@ class ClusProConfig(CZSLConfig):
     adapter_dim: int = 64              # width of the residual adapter on the frozen feature (0: none)
     head_dropout: float = 0.5          # dropout of the disentanglers
     space: str = 'disentangled'        # where prototypes live: 'disentangled' (g = D(f), the paper) or 'branch' (z = H(g), normalised)
+    limits = dict(K='>=1', tau='>0', alpha='>=0', beta='>=0', mu='[0,1]', attr_dropout='[0,1)', head_dropout='[0,1)',
+                  adapter_dim='>=0')
     def __post_init__(self):
         p = loss_preset(self.preset)
         for k in ('tau', 'alpha', 'beta', 'wd'):

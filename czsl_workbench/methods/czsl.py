@@ -158,6 +158,7 @@ class ZeroShotConfig(CZSLConfig):
     "CLIP zero-shot: nothing to train; the hard prompt `template`."
     epochs: int = 0
     template: str = 'a photo of {attr} {obj}'
+    limits = dict(epochs='>=0')                  # nothing is trained: 0 is its own value
 
 class ZeroShotMethod(CSPMethod):
     "CLIP zero-shot (Radford et al., arXiv:2103.00020): hard prompts through the frozen text tower, nothing trained."

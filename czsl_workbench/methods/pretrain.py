@@ -49,9 +49,10 @@ class CLIPPretrainMethod(Method):
     def loss(self, model, preds, caption_ids): return clip_loss(*preds, caption_ids=caption_ids)
 
 # %% ../../nbs/20_pretrain.ipynb #8d17bc47
-def pretrain_clip(world_dir, run_dir, seed=0, device=None, progress=True, resume=True, cbs=(), **options) -> Backbone:
+def pretrain_clip(world_dir, run_dir, seed=0, device=None, progress=True, restart=False, cbs=(), **options) -> Backbone:
     "Pretrain a CLIP from scratch on `world_dir`'s captions into `run_dir` (`options`: `PretrainConfig`); the trained backbone."
-    fit_method(CLIPPretrainMethod, None, world_dir, run_dir, seed=seed, device=device, progress=progress, resume=resume, cbs=cbs, **options)
+    fit_method(CLIPPretrainMethod, None, world_dir, run_dir, seed=seed, device=device, progress=progress,
+               restart=restart, cbs=cbs, **options)
     return create_backbone(f'local-dir:{RunDir(run_dir).file(MODEL)}', device=device)
 
 # %% ../../nbs/20_pretrain.ipynb #b4557443
@@ -118,6 +119,7 @@ def pretrain_cli(argv=None):
         if f.name == 'limit': p.add_argument('--limit', type=int, default=None, help='use only the first LIMIT captions')
         else: p.add_argument('--' + f.name.replace('_', '-'), type=type(f.default), default=f.default)
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--restart', action='store_true', help='start --out over: the run in it moves to attempts/NNN')
     a = vars(p.parse_args(argv)); world, out = a.pop('world'), a.pop('out')
     if not Path(world).is_dir(): raise FileNotFoundError(f'world folder not found: {world}')
     bb = pretrain_clip(world, out, **a)

@@ -311,6 +311,8 @@ class PZSLConfig(TrainConfig):
     warmup_epochs: int = 0        # epochs before the weights follow the model
     pico_phi: tuple = (.95, .8)
     neg: float = 0.               # weight of the non-candidate suppression term
+    limits = dict(patience='>=1', q='[0,1]', per_class='>=1', depth='>=0', width='>=1', heads='>=1', ffn='>=1',
+                  tau='>0', warmup_epochs='>=0', neg='>=0')
     def __post_init__(self):
         for k, ok in (('update', UPDATES), ('init', INITS), ('assign', ASSIGNMENTS), ('candidates', ('uniform', 'confusable'))):
             if getattr(self, k) not in ok: raise ValueError(f'unknown {k} {getattr(self, k)!r}; choose one of {ok}')
@@ -390,6 +392,7 @@ class ZSLZeroShotConfig(PZSLConfig):
     "Zero-shot CLIP on the ZSL problem: nothing trained, no mining block."
     epochs: int = 0
     depth: int = 0
+    limits = dict(epochs='>=0')                   # nothing is trained
 
 class ZSLZeroShotMethod(PZSLMethod):
     "Zero-shot CLIP (Radford et al., arXiv:2103.00020) on the ZSL problem: the floor of the label-set family."
