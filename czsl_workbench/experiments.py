@@ -4,13 +4,13 @@
 
 # %% ../nbs/31_experiments.ipynb #8f4defc8
 from __future__ import annotations
-import ast, contextlib, difflib, itertools, json, logging, os, re, shutil, socket, sys, time, warnings
+import ast, contextlib, difflib, itertools, json, logging, os, re, socket, sys, time, warnings
 from datetime import datetime, timezone
 from pathlib import Path
 import nbformat
 from .core import (
-    atomic_write_json, stable_hash, file_sha256, parse_value, ExpectedError, CLIParser, console_script)
-from .runs import ATTEMPTS, EXECUTED, METRICS, PARAMETERS, RUN_INFO, RUN_LOG, SWEEP
+    atomic_write_json, stable_hash, file_sha256, file_lock, parse_value, ExpectedError, CLIParser, console_script)
+from .runs import RunDir, EXECUTED, METRICS, PARAMETERS, RUN_INFO, RUN_LOCK, RUN_LOG, SWEEP
 
 # %% auto #0
 __all__ = ['ANY', 'RUN_FILES', 'ParameterError', 'notebook_parameters', 'experiment_notebook', 'check_value',
@@ -132,13 +132,9 @@ RUN_FILES = (RUN_INFO, PARAMETERS, EXECUTED, METRICS, RUN_LOG)
 def _now(): return datetime.now(timezone.utc).isoformat(timespec='seconds')
 
 def _archive(run_dir: Path) -> int:
-    "Move an earlier attempt's files to attempts/NNN; the number of this attempt."
-    old = [run_dir/f for f in RUN_FILES if (run_dir/f).exists()]
-    done = sorted(p for p in (run_dir/ATTEMPTS).glob('[0-9][0-9][0-9]')) if (run_dir/ATTEMPTS).is_dir() else []
-    if not old: return len(done) + 1
-    dest = run_dir/ATTEMPTS/f'{len(done) + 1:03d}'; dest.mkdir(parents=True)
-    for p in old: shutil.move(str(p), str(dest/p.name))
-    return len(done) + 2
+    "Move an earlier attempt's files to attempts/NNN (the notebook's own run folders stay); this attempt's number."
+    run = RunDir(run_dir); run.set_aside(RUN_FILES)
+    return len(run.attempts()) + 1
 
 def describe_error(e: BaseException) -> str:
     "One line for a failed run: the exception raised in the notebook (and its cell), or what happened to the kernel or worker."
@@ -163,8 +159,13 @@ def _thread_env(threads):
 # %% ../nbs/31_experiments.ipynb #550b7c6d
 def execute_run(nb, run_dir, parameters: dict, overrides: dict, name=None, kernel=None, threads=None, progress=False) -> dict:
     "Execute notebook `nb` with `overrides` into `run_dir` (executed.ipynb, run.log, run.json); the final run.json as a dict."
+    run_dir = Path(run_dir).resolve(); run_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(run_dir/RUN_LOCK, waiting=f'another process is running {run_dir}: waiting for it to finish ...'):
+        return _execute(Path(nb).resolve(), run_dir, parameters, overrides, name, kernel, threads, progress)
+
+def _execute(nb, run_dir, parameters, overrides, name, kernel, threads, progress) -> dict:
+    "`execute_run` holding the run folder's lock (`czsl-results` tells a running run from a stopped one by it)."
     import papermill as pm
-    nb, run_dir = Path(nb).resolve(), Path(run_dir).resolve(); run_dir.mkdir(parents=True, exist_ok=True)
     attempt = _archive(run_dir)
     info = dict(name=name or run_dir.name, notebook=str(nb), notebook_sha256=file_sha256(nb, n=64), overrides=overrides,
                 parameters=parameters, state='running', error=None, started=_now(), finished=None, seconds=None,
@@ -221,11 +222,11 @@ def _conflicts(runs, out: Path):
     return bad
 
 def is_finished(run_dir, parameters) -> bool:
-    "Whether `run_dir` holds a finished run (run.json done, metrics.json present) with these `parameters`."
+    "Whether `run_dir` holds a finished run (run.json done, metrics.json readable) with these `parameters`."
     run_dir = Path(run_dir)
     try: info = json.loads((run_dir/RUN_INFO).read_text())
     except (OSError, ValueError): return False
-    return info.get('state') == 'done' and info.get('parameters') == parameters and (run_dir/METRICS).is_file()
+    return info.get('state') == 'done' and info.get('parameters') == parameters and RunDir(run_dir).finished()
 
 # %% ../nbs/31_experiments.ipynb #53060eb4
 @contextlib.contextmanager

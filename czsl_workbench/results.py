@@ -12,13 +12,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
-from .core import atomic_write, stable_hash, ExpectedError, CLIParser, console_script
+from .core import atomic_write, stable_hash, ExpectedError, CLIParser, console_script, lock_held
 from .metrics import seed_interval, paired_difference, verdict, fmt_interval
-from .runs import RunDirError, read_json, ATTEMPTS, EXECUTED, METRICS, PARAMETERS, RUN_INFO, RUN_LOG, SWEEP
+from .runs import (RunDir, RunDirError, read_json, ATTEMPTS, CHECKPOINTS, EXECUTED, HISTORY, METRICS, PARAMETERS,
+                                 RUN_INFO, RUN_LOCK, RUN_LOG, SWEEP)
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'SKIP_DIRS', 'FIXED_COLUMNS', 'METRIC_PREFIX', 'PARAM_PREFIX', 'HEADLINE', 'STATES', 'STATE_COLOURS',
-           'DIGEST_NUMBERS', 'SEED_COLUMNS', 'ResultsError', 'is_run', 'find_runs', 'flatten_metrics',
+__all__ = ['RUN_FILES', 'SKIP_DIRS', 'FIXED_COLUMNS', 'METRIC_PREFIX', 'PARAM_PREFIX', 'HEADLINE', 'STATES', 'NOT_DONE',
+           'STATE_COLOURS', 'DIGEST_NUMBERS', 'SEED_COLUMNS', 'ResultsError', 'is_run', 'find_runs', 'flatten_metrics',
            'collect_results', 'run_digest', 'show_digest', 'read_digest', 'compare_digests', 'headline_metrics',
            'metric_columns', 'figure_axes', 'metric_summary', 'seed_column', 'seed_table', 'paired_table', 'read_curve',
            'status_counts', 'status_line', 'results_figures', 'compact_table', 'write_results', 'results_cli',
@@ -33,14 +34,14 @@ SKIP_DIRS = (ATTEMPTS,)                    # the runner's copies of earlier trie
 FIXED_COLUMNS = ('run', 'state', 'error', 'seconds')
 METRIC_PREFIX, PARAM_PREFIX = 'metrics/', 'parameters/'
 HEADLINE = ('AUC', 'best_hm', 'best_seen', 'best_unseen')
-STATES = ('done', 'failed', 'running', 'incomplete', 'corrupt')   # the order of the status figure
-STATE_COLOURS = dict(done='#2ca02c', failed='#d62728', running='#1f77b4', incomplete='#ff7f0e', corrupt='#9467bd')
+STATES = ('done', 'failed', 'running', 'interrupted', 'corrupt')   # the order of the status figure
+NOT_DONE = ('failed', 'running', 'interrupted', 'corrupt')         # named one by one under a table
+STATE_COLOURS = dict(done='#2ca02c', failed='#d62728', running='#1f77b4', interrupted='#ff7f0e', corrupt='#9467bd')
 
 # %% ../nbs/32_results.ipynb #97d95d86
 def is_run(d) -> bool:
-    "Whether folder `d` is a run: `parameters.json` and at least one of `run.json` / `metrics.json`."
-    d = Path(d)
-    return (d/PARAMETERS).is_file() and any((d/f).is_file() for f in RUN_FILES)
+    "Whether folder `d` is a run: it holds `parameters.json` (a run writes it before its first epoch)."
+    return (Path(d)/PARAMETERS).is_file()
 
 def find_runs(root, nested=False) -> list[Path]:
     "The run folders under `root` (`[root]` when it is one), sorted; inside a run if `nested`; not in `attempts/`."
@@ -78,14 +79,24 @@ def _param_column(name):
     clash = name in FIXED_COLUMNS or name.startswith((METRIC_PREFIX, PARAM_PREFIX))
     return PARAM_PREFIX + name if clash else name
 
+def _interrupted(d, info) -> str:
+    "What an interrupted run left: how far it got, and how to go on."
+    if info: return 'its run.json says running, but no process holds the folder: the same czsl-run command reruns it'
+    n = len(RunDir(d).read_history()) if (d/HISTORY).is_file() else 0
+    kept = 'no epoch finished'
+    if (d/CHECKPOINTS/'last.pt').is_file(): kept = f'{n} epoch(s) done, checkpoints/last.pt kept'
+    return f'no {METRICS}: {kept}; the same command resumes it'
+
 def _run_row(d, root):
     "(fixed columns, parameters or None, flattened metrics) of run folder `d`."
     (info, e1), (params, e2), (metrics, e3) = (_read_json(d/f) for f in (RUN_INFO, PARAMETERS, METRICS))
     errors, info = [e for e in (e1, e2, e3) if e], info or {}
-    state = str(info.get('state') or ('done' if (d/METRICS).is_file() else 'incomplete'))
+    state, why = str(info.get('state') or ('done' if (d/METRICS).is_file() else 'running')), info.get('error')
+    if state == 'running' and not lock_held(d/RUN_LOCK):                   # nobody trains it: it was stopped
+        state, why = 'interrupted', _interrupted(d, info)
     seconds = info.get('seconds') if _is_number(info.get('seconds')) else None
     row = dict(run=d.relative_to(root).as_posix(), state='corrupt' if errors else state,
-               error='; '.join(errors) if errors else _scalar(info.get('error')), seconds=seconds)
+               error='; '.join(errors) if errors else _scalar(why), seconds=seconds)
     return row, params, flatten_metrics(metrics or {})
 
 # %% ../nbs/32_results.ipynb #1add403d
@@ -413,15 +424,15 @@ def _html(df, root, out, figs, metric=None, seed=None, baseline=None) -> str:
     body = [f'<h1>Results of <code>{e(root)}</code></h1>',
             f'<p>{e(status_line(df))}. The full table (every parameter and metric) is in '
             '<a href="results.csv">results.csv</a> and <a href="results.parquet">results.parquet</a>.</p>']
-    if df.empty: body.append('<p>No runs found: a run is a folder with <code>parameters.json</code> and '
-                             '<code>run.json</code> or <code>metrics.json</code>.</p>')
+    if df.empty: body.append('<p>No runs found: a run is a folder with <code>parameters.json</code>.</p>')
     if ns := df.attrs.get('not_started'): body.append(f'<p>Not started: {e(", ".join(ns))}</p>')
-    bad = df[df.state.isin(['failed', 'corrupt'])]
+    bad = df[df.state.isin(NOT_DONE)]
     if len(bad):
         rows = ''.join(f'<tr><td>{e(r.run)}</td><td>{e(r.state)}</td><td class="err">{e(_label(r.error))}</td><td>'
                        + (f'<a href="{e(l)}">{e(Path(l).name)}</a>' if (l := _link(root, r.run, out)) else '') + '</td></tr>'
                        for _, r in bad.iterrows())
-        body.append(f'<h2>Failed runs</h2><table><tr><th>run</th><th>state</th><th>error</th><th></th></tr>{rows}</table>')
+        body.append('<h2>Runs without results</h2><table><tr><th>run</th><th>state</th><th>error</th><th></th></tr>'
+                    f'{rows}</table>')
     body.append('<h2>Runs</h2>' + compact_table(df, metric).to_html(index=False, na_rep='', float_format=_fmt, border=0))
     body.append(_sure_html(df, metric, seed, baseline))
     body += ['<h2>Figures</h2>'] * bool(figs) + [f.to_html(include_plotlyjs=False, full_html=False, default_height=f'{f.layout.height or 450}px') for f in figs]
@@ -480,7 +491,8 @@ def results_cli(argv=None):
         if len(pt):
             print(f"\npaired over the seeds both ran, {pt.baseline.iloc[0]} minus each other configuration:")
             print(pt[[*keys, 'n', 'interval', 'p_value', 'verdict']].to_string(index=False, float_format=_fmt))
-    for _, r in df[df.state.isin(['failed', 'corrupt'])].iterrows(): print(f"{r.state}: {r.run}: {r.error}")
+    for _, r in df[df.state.isin(NOT_DONE)].iterrows():
+        print(f"{r.state}: {r.run}" + (f': {r.error}' if r.error else ''))
     print('wrote:'); print('\n'.join(f'  {p}' for p in paths.values()))
 
 def _sure_tables(df, metric=None, seed=None, baseline=None):
