@@ -70,7 +70,14 @@ def test_pretrain_cli(tmp_path):
 def test_corrupt_checkpoint_on_resume_is_named(tmp_path):
     "A resume from an unreadable last.pt fails with an error naming the file, and leaves the file as it was."
     world = make_corpus(tmp_path/'world', n=8)
-    ck = tmp_path/'run'/'checkpoints'/'last.pt'; ck.parent.mkdir(parents=True); ck.write_bytes(b'not a checkpoint')
+    kw = dict(model_name='czsl-vit-micro', epochs=1, batch_size=4, device='cpu', progress=False)
+    pretrain_clip(world, tmp_path/'run', **kw)
+    (tmp_path/'run'/'metrics.json').unlink()                          # as if it had been stopped before its metrics
+    ck = tmp_path/'run'/'checkpoints'/'last.pt'; ck.write_bytes(b'not a checkpoint')
     with pytest.raises(RunDirError, match='cannot resume: checkpoint .*last.pt is unreadable'):
-        pretrain_clip(world, tmp_path/'run', model_name='czsl-vit-micro', epochs=1, batch_size=4, device='cpu', progress=False)
+        pretrain_clip(world, tmp_path/'run', **kw)
     assert ck.read_bytes() == b'not a checkpoint'
+    orphan = tmp_path/'orphan'/'checkpoints'/'last.pt'; orphan.parent.mkdir(parents=True); orphan.write_bytes(b'x')
+    with pytest.raises(RunDirError, match='holds checkpoints but no parameters.json, so what made them is unknown'):
+        pretrain_clip(world, tmp_path/'orphan', **kw)                 # a checkpoint nobody can vouch for is not resumed
+    assert orphan.read_bytes() == b'x'

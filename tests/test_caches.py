@@ -121,16 +121,22 @@ def test_opening_a_run_never_runs_its_pickled_code(tmp_path):
     from czsl_workbench.runs import RunDir, RunDirError
     import czsl_workbench.methods
     marker = tmp_path/'pwned'
-    payload = textwrap.dedent(f'''
-        import torch
-        class Payload:
-            def __reduce__(self): return (open, ({str(marker)!r}, 'w'))
-        torch.save({{'model': {{}}, 'epoch': 0, 'history': [], 'opt': Payload()}}, {str(tmp_path/'run'/'checkpoints'/'last.pt')!r})''')
-    (tmp_path/'run'/'checkpoints').mkdir(parents=True)
-    subprocess.run([sys.executable, '-c', payload], check=True)
     root = make_czsl_fixture(tmp_path/'ds', [('red', 'circle'), ('blue', 'heart')], [('red', 'circle')], [('red', 'circle'), ('blue', 'circle')],
                              n_per_pair=2, image_size=32)
     bb = create_backbone('czsl-vit-micro', device='cpu', freeze=True)
+    kw = dict(epochs=2, batch_size=2, progress=False, device='cpu')
+    fit_method('csp', bb, root, tmp_path/'run', **kw)                          # a run someone hands over, stopped early:
+    (tmp_path/'run'/'metrics.json').unlink()                                   # its parameters match, its last.pt is bad
+    for d in (tmp_path/'run', tmp_path/'orphan'):
+        payload = textwrap.dedent(f'''
+            import torch
+            class Payload:
+                def __reduce__(self): return (open, ({str(marker)!r}, 'w'))
+            torch.save({{'model': {{}}, 'epoch': 0, 'history': [], 'opt': Payload()}}, {str(d/'checkpoints'/'last.pt')!r})''')
+        (d/'checkpoints').mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, '-c', payload], check=True)
     with pytest.raises(RunDirError, match='holds pickled objects besides tensors'):
-        fit_method('csp', bb, root, tmp_path/'run', epochs=2, batch_size=2, progress=False, device='cpu')
+        fit_method('csp', bb, root, tmp_path/'run', **kw)
+    with pytest.raises(RunDirError, match='holds checkpoints but no parameters.json'):   # a bare checkpoint: never opened
+        fit_method('csp', bb, root, tmp_path/'orphan', **kw)
     assert not marker.exists() and (tmp_path/'run'/'checkpoints'/'last.pt').is_file()

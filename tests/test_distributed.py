@@ -103,7 +103,8 @@ def test_pretraining_two_processes_follow_the_one_process_curve(pretrained):
     assert p1 == p2                                                              # W is not a parameter of the run
     m1, m2 = (json.loads((d/'metrics.json').read_text()) for d in (one, two))
     assert 'world_size' not in m1 and m2['world_size'] == 2 and m1['n_train'] == m2['n_train']
-    assert sorted(p.name for p in two.iterdir()) == ['checkpoints', 'history.jsonl', 'metrics.json', 'model', 'parameters.json']
+    assert sorted(p.name for p in two.iterdir()) == ['.lock', 'checkpoints', 'history.jsonl', 'metrics.json', 'model',
+                                                  'parameters.json']
     assert not list(two.rglob('*.tmp'))                                          # one writer, nothing half-written
 
 def test_c2lip_with_every_term_two_processes_follow_the_one_process_curve(world, pretrained, tmp_path):

@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from filelock import FileLock
 from czsl_workbench.results import (ResultsError, find_runs, flatten_metrics, collect_results, headline_metrics,
                                     metric_columns, figure_axes, metric_summary, read_curve, results_figures, write_results,
                                     results_cli, show_results, compact_table, status_counts)
@@ -52,6 +53,7 @@ def sweep(tmp_path_factory):
     names.append('running_one')
     write_run(out/'running_one', dict(method='csp', K=1, seed=9, lr=0.001, layers=[2, 2], opts={'b': 1, 'a': None}), state='running',
               seconds=None)
+    lock = FileLock(str(out/'running_one'/'.lock'), is_singleton=False); lock.acquire()   # its worker holds it while it runs
     (out/'sweep.json').write_text(json.dumps(dict(notebook='exp.ipynb', parameters={}, grid={}, runs=names + ['not_yet'])))
     inner = out/'K=3_method=cluspro_seed=0'/'runs'/'cluspro'/'seed0'
     write_run(inner, dict(method='cluspro', K=3, seed=0), metrics=dict(method='cluspro', seed=0, train_s=2.0, test=stats(0.42)),
@@ -60,7 +62,8 @@ def sweep(tmp_path_factory):
     attempt = out/'K=1_method=csp_seed=0'/'attempts'/'1'                       # inside a run anyway
     write_run(attempt, dict(method='csp', K=1, seed=0), state='failed', error='old')
     write_run(out/'old'/'attempts'/'1', dict(method='csp', K=1, seed=0), state='failed', error='old')   # not inside a run
-    return out
+    yield out
+    lock.release()
 
 @pytest.fixture(scope='module')
 def table(sweep): return collect_results(sweep)
@@ -119,7 +122,7 @@ def test_folder_of_training_runs_and_clashing_names(tmp_path):
     write_run(tmp_path/'a', dict(method='csp', seconds=5, state='x', K=1), metrics=dict(AUC=0.2, best_hm=0.3), run_json=False)
     write_run(tmp_path/'b', dict(method='csp', seconds=5, state='x', K='auto'), state='running')
     t = collect_results(tmp_path)
-    assert t.state.tolist() == ['done', 'running']
+    assert t.state.tolist() == ['done', 'interrupted']                       # says running, but no process holds it
     assert {'parameters/seconds', 'parameters/state'} <= set(t.columns) and t['parameters/seconds'].tolist() == [5, 5]
     assert t.K.tolist() == ['1', 'auto'] and t.attrs['varying'] == ['K']         # mixed kinds become strings
     assert headline_metrics(t) == ['metrics/AUC', 'metrics/best_hm']
