@@ -23,8 +23,8 @@ from .train import (Learner, DataLoaders, EvalCB, EarlyStoppingCB, SchedCB, Grad
 # %% auto #0
 __all__ = ['FAMILIES', 'METHODS', 'TrainConfig', 'make_config', 'Method', 'OptionError', 'config_limits', 'check_limits',
            'check_type', 'parse_option', 'register', 'get_method', 'method_config', 'Family', 'register_family',
-           'FeatureSplit', 'czsl_features', 'load_splits', 'model_device', 'evaluate_split', 'CZSLConfig', 'CZSLFamily',
-           'BackboneConfig', 'BackboneFamily', 'fit_method']
+           'FeatureSplit', 'czsl_features', 'load_splits', 'ImageTrainSet', 'tower_features', 'model_device',
+           'evaluate_split', 'CZSLConfig', 'CZSLFamily', 'BackboneConfig', 'BackboneFamily', 'fit_method']
 
 # %% ../nbs/07_fit.ipynb #495caee7
 @dataclass
@@ -207,13 +207,17 @@ class FeatureSplit:
     def __len__(self): return len(self.dset)
     def __repr__(self): return f'FeatureSplit({self.dset.phase}, n={len(self)}, open_world={self.dset.open_world}, dim={self.feats.shape[1]})'
 
-    def train_tensors(self):
-        "(features, attr_idx, obj_idx, index in train_pairs) for training; a sample of a non-train pair is an error."
+    def train_targets(self):
+        "(attr_idx, obj_idx, index in train_pairs) of every sample; a sample of a non-train pair is an error."
         d = self.dset; lut = torch.full((len(d.pairs),), -1, dtype=torch.long)
         lut[[d.pair2idx[p] for p in d.train_pairs]] = torch.arange(len(d.train_pairs))
         t = lut[d.pair_idx]
         if (t < 0).any(): raise ValueError(f'{int((t < 0).sum())} {d.phase} samples are not of a train pair, e.g. {d.pairs[int(d.pair_idx[(t < 0).nonzero()[0, 0]])]}')
-        return self.feats, d.attr_idx, d.obj_idx, t
+        return d.attr_idx, d.obj_idx, t
+
+    def train_tensors(self):
+        "(features, attr_idx, obj_idx, index in train_pairs) for training on the frozen features."
+        return self.feats, *self.train_targets()
 
 def czsl_features(bb: Backbone, root, phase, open_world=False, cache=None, progress=True) -> FeatureSplit:
     "Phase `phase` of the czsl-layout dataset at `root` with `bb`'s image features (from `cache` when given)."
@@ -226,6 +230,24 @@ def load_splits(bb: Backbone, root, cache=None, open_world=True, progress=True) 
     if open_world: out['test_ow'] = czsl_features(bb, root, 'test', open_world=True, cache=cache, progress=progress)
     return out
 
+# %% ../nbs/07_fit.ipynb #25c35b64
+class ImageTrainSet(torch.utils.data.Dataset):
+    "The train phase of `split` as (image through `transform`, attr_idx, obj_idx, index in train_pairs)."
+    def __init__(self, split: FeatureSplit, transform):
+        self.dset, self.transform, self.targets = split.dset, transform, split.train_targets()
+    def __len__(self): return len(self.dset)
+    def __getitem__(self, i):
+        a, o, t = (x[i] for x in self.targets)
+        return self.transform(self.dset.load_image(i)), a, o, t
+
+def tower_features(model, split: FeatureSplit, batch_size=128, workers=0) -> torch.Tensor:
+    "The embeddings [N, D] of `split`'s images through `model.tower` as it is now (eval mode, no gradients)."
+    dl = torch.utils.data.DataLoader(split.dset, batch_size, num_workers=workers)      # the split's val transform
+    dev, out = model_device(model), []
+    with torch.no_grad():
+        for imgs, *_ in dl: out.append(model.tower(imgs.to(dev)).float())
+    return torch.cat(out) if out else torch.zeros(0, model.dim, device=dev)
+
 # %% ../nbs/07_fit.ipynb #8233012c
 def model_device(model) -> torch.device:
     "The device of `model`'s first parameter or buffer (the CPU for a model with neither)."
@@ -234,7 +256,9 @@ def model_device(model) -> torch.device:
 def evaluate_split(model, split: FeatureSplit, phase=None) -> dict:
     "The standard CZSL report of `model.scores` on `split` (val pairs for 'val', test pairs for 'test')."
     was = model.training; model.eval()
-    with torch.no_grad(): S = model.scores(split.feats.to(model_device(model)), split.dset.pairs).cpu()   # [N, P]
+    with torch.no_grad():
+        feats = tower_features(model, split) if getattr(model, 'tower', None) is not None else split.feats
+        S = model.scores(feats.to(model_device(model)), split.dset.pairs).cpu()                          # [N, P]
     model.train(was)
     return czsl_report(S, split.dset, phase)
 
@@ -245,10 +269,14 @@ class CZSLConfig(TrainConfig):
     limits = dict(patience='>=1')
 
 class CZSLFamily(Family):
-    "Heads on cached frozen image features: val AUC selects the epoch; test reported closed and open world."
+    "Heads on cached frozen features or through the tuned tower: val AUC selects the epoch; test closed and open world."
     name, monitor = 'czsl', 'val_AUC'
     def prepare(self, bb, root, data, cache, progress): return data or load_splits(bb, root, cache, progress=progress)
-    def dataset(self, model, splits, cfg): return torch.utils.data.TensorDataset(*splits['train'].train_tensors())
+    def dataset(self, model, splits, cfg):
+        "Cached features, or images through the training transform when the model tunes its `tower`."
+        if getattr(model, 'tower', None) is None:
+            return torch.utils.data.TensorDataset(*splits['train'].train_tensors())
+        return ImageTrainSet(splits['train'], model.tower.transform(train=getattr(cfg, 'augment', True)))
     def callbacks(self, model, splits, cfg, monitor):
         val = lambda learn: {f'val_{k}': v for k, v in evaluate_split(learn.model, splits['val']).items() if not isinstance(v, dict)}
         return [EvalCB(val), EarlyStoppingCB(monitor, cfg.patience)]

@@ -9,14 +9,14 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
-from ..data import prompt_name, pair_prompts
+from ..data import prompt_name, pair_prompts, clip_transform, CLIP_MEAN, CLIP_STD
 from ..backbones import Backbone, encode_texts, image_features
 from ..fit import Method, CZSLConfig
 
 # %% auto #0
 __all__ = ['BRANCH_SLOTS', 'PROBE_FLOOR', 'encode_token_embeddings', 'word_embedding', 'SoftPrompts', 'FeatureAdapter',
-           'CompositionalCLIP', 'ClipZeroShot', 'zero_shot_scores', 'CSPConfig', 'CSPMethod', 'ZeroShotConfig',
-           'ZeroShotMethod', 'PairProbe', 'ProbeConfig', 'LinearProbeMethod']
+           'TowerAdapter', 'TowerAdapters', 'CompositionalCLIP', 'ClipZeroShot', 'zero_shot_scores', 'CSPConfig',
+           'CSPMethod', 'ZeroShotConfig', 'ZeroShotMethod', 'PairProbe', 'ProbeConfig', 'LinearProbeMethod']
 
 # %% ../../nbs/11_czsl.ipynb #3ba637e6
 def encode_token_embeddings(clip, x, ids):
@@ -76,11 +76,53 @@ class FeatureAdapter(nn.Module):
         nn.init.zeros_(self.up.weight); nn.init.zeros_(self.up.bias)
     def forward(self, f): return f + self.scale * self.up(self.drop(F.relu(self.down(f))))
 
+# %% ../../nbs/11_czsl.ipynb #56436916
+class TowerAdapter(FeatureAdapter):
+    "One parallel adapter of a ViT block: scale * Up(Dropout(ReLU(Down(x)))), Up and both biases zero (starts at 0)."
+    def __init__(self, dim, hidden=64, dropout=0.1, scale=0.1):
+        super().__init__(dim, hidden, dropout, scale); nn.init.zeros_(self.down.bias)
+    def forward(self, x): return self.scale * self.up(self.drop(F.relu(self.down(x))))
+
+class TowerAdapters(nn.Module):
+    "Two `TowerAdapter`s per residual block of an open_clip ViT `visual` (frozen, held by reference); forward: images."
+    def __init__(self, visual, hidden=64, dropout=0.1, scale=0.1):
+        super().__init__()
+        t = getattr(visual, 'transformer', None)
+        if t is None or not all(hasattr(visual, a) for a in ('_embeds', '_pool')):
+            raise TypeError(f'{type(visual).__name__} is not an open_clip VisionTransformer (>= 3.0): '
+                            'adapters go inside the blocks of a ViT image tower')
+        object.__setattr__(self, 'visual', visual)          # frozen and shared: not a submodule, not in the state dict
+        for p in visual.parameters(): p.requires_grad_(False)
+        n = 2 * len(t.resblocks)
+        self.adapters = nn.ModuleList(TowerAdapter(t.width, hidden, dropout, scale) for _ in range(n))
+
+    def forward(self, images):
+        "The adapted tower's image embedding [B, E] of `images` [B, 3, H, W] (pooled, projected; not normalised)."
+        v = self.visual; t = v.transformer; L = len(t.resblocks)
+        x = v._embeds(images)
+        if not t.batch_first: x = x.transpose(0, 1)
+        for i, blk in enumerate(t.resblocks):
+            x = x + blk.ls_1(blk.attention(q_x=blk.ln_1(x))) + self.adapters[i](x)
+            x = x + blk.ls_2(blk.mlp(blk.ln_2(x))) + self.adapters[i + L](x)
+        if not t.batch_first: x = x.transpose(0, 1)
+        pooled, _ = v._pool(x)
+        return pooled @ v.proj if v.proj is not None else pooled
+
+    def transform(self, train=False):
+        "The tower's input pipeline: the CLIP repositories' (`data.clip_transform`), augmented when `train`."
+        v = self.visual; size = v.image_size[0] if isinstance(v.image_size, (tuple, list)) else v.image_size
+        mean, std = getattr(v, 'image_mean', None) or CLIP_MEAN, getattr(v, 'image_std', None) or CLIP_STD
+        return clip_transform(size, train, mean, std)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse); self.visual._apply(fn, recurse); return self
+
 # %% ../../nbs/11_czsl.ipynb #8fddb99a
 class CompositionalCLIP(nn.Module):
     "CSP on a frozen CLIP: soft attribute/object tokens, pair logits over train pairs; the base of the CZSL family."
     branches = ('pair',)
-    def __init__(self, clip, tokenizer, attrs, objs, train_pairs, learn_ctx=False, attr_dropout=0.0, adapter_dim=0):
+    def __init__(self, clip, tokenizer, attrs, objs, train_pairs, learn_ctx=False, attr_dropout=0.0, adapter_dim=0,
+                 tower_dim=0, tower_dropout=0.1):
         super().__init__()
         self.attrs, self.objs, self.train_pairs = list(attrs), list(objs), [tuple(p) for p in train_pairs]
         self.attr2idx, self.obj2idx = {a: i for i, a in enumerate(self.attrs)}, {o: i for i, o in enumerate(self.objs)}
@@ -89,6 +131,7 @@ class CompositionalCLIP(nn.Module):
         dim = clip.text_projection.shape[1] if torch.is_tensor(clip.text_projection) else clip.text_projection.out_features
         self.dim = dim
         self.adapter = FeatureAdapter(dim, adapter_dim) if adapter_dim else nn.Identity()
+        self.tower = TowerAdapters(clip.visual, tower_dim, tower_dropout) if tower_dim else None   # images in, when set
         self.logit_scale = float(clip.logit_scale.exp())
         self.register_buffer('train_ao', self.pair_index(self.train_pairs), persistent=False)   # [Ptr, 2]
 
@@ -103,9 +146,16 @@ class CompositionalCLIP(nn.Module):
     def text_features(self, pair_ao): return {'pair': self.prompts('pair', pair_ao)}
     def pair_scores(self, img, txt, pair_ao): return self.logit_scale * img['pair'] @ txt['pair'].T
 
+    def image_input(self, x):
+        "The image feature [B, D] of a batch: `x` itself, or images [B, 3, H, W] through the adapted `tower`."
+        if x.dim() == 2: return x
+        if self.tower is None: raise ValueError(f'{type(self).__name__} reads features [B, D]; got {tuple(x.shape)} '
+                                                '(images need tower_dim > 0: adapters inside the image tower)')
+        return self.tower(x)
+
     def forward(self, feats):
-        "Training logits over the train pairs: {'pair': [B, Ptr], ...}."
-        img, txt = self.embed_images(feats), self.text_features(self.train_ao)
+        "Training logits over the train pairs: {'pair': [B, Ptr], ...} (`feats` may be images when it has a `tower`)."
+        img, txt = self.embed_images(self.image_input(feats)), self.text_features(self.train_ao)
         return {'pair': self.logit_scale * img['pair'] @ txt['pair'].T, 'img': img}
 
     @torch.no_grad()
