@@ -240,9 +240,10 @@ class ImageTrainSet(torch.utils.data.Dataset):
         a, o, t = (x[i] for x in self.targets)
         return self.transform(self.dset.load_image(i)), a, o, t
 
-def tower_features(model, split: FeatureSplit, batch_size=128, workers=0) -> torch.Tensor:
-    "The embeddings [N, D] of `split`'s images through `model.tower` as it is now (eval mode, no gradients)."
-    dl = torch.utils.data.DataLoader(split.dset, batch_size, num_workers=workers)      # the split's val transform
+def tower_features(model, split: FeatureSplit, idx=None, batch_size=128, workers=0) -> torch.Tensor:
+    "The embeddings [N, D] of `split`'s images (those at `idx`) through `model.tower` as it is now (no gradients)."
+    ds = split.dset if idx is None else torch.utils.data.Subset(split.dset, [int(i) for i in idx])
+    dl = torch.utils.data.DataLoader(ds, batch_size, num_workers=workers)              # the split's val transform
     dev, out = model_device(model), []
     with torch.no_grad():
         for imgs, *_ in dl: out.append(model.tower(imgs.to(dev)).float())

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..train import Callback
 from ..metrics import cluster_quality
 from ..runs import RunDir
-from ..fit import Method, CZSLConfig, FeatureSplit
+from ..fit import Method, CZSLConfig, FeatureSplit, tower_features
 from .czsl import CompositionalCLIP
 from .prototypes import PrototypeBank, kmeans, SOLVERS
 from .losses import pcl_loss, pdl_loss, total_loss
@@ -75,9 +75,12 @@ class Disentangler(nn.Sequential):
 class ClusPro(CompositionalCLIP):
     "Three-branch CLIP (pair, attribute, object) with K momentum prototypes per primitive and the PCL / PDL losses."
     branches = ('pair', 'attr', 'obj')
-    def __init__(self, clip, tokenizer, attrs, objs, train_pairs, cfg: ClusProConfig = None):
+    def __init__(self, clip, tokenizer, attrs, objs, train_pairs, cfg: ClusProConfig = None, tower_dim=0,
+                 tower_dropout=0.1):
         cfg = cfg or ClusProConfig()
-        super().__init__(clip, tokenizer, attrs, objs, train_pairs, learn_ctx=cfg.learn_ctx, attr_dropout=cfg.attr_dropout, adapter_dim=cfg.adapter_dim)
+        super().__init__(clip, tokenizer, attrs, objs, train_pairs, learn_ctx=cfg.learn_ctx,
+                         attr_dropout=cfg.attr_dropout, adapter_dim=cfg.adapter_dim, tower_dim=tower_dim,
+                         tower_dropout=tower_dropout)
         D = self.dim
         self.D_a, self.D_o, self.H_a, self.H_o = [Disentangler(D, cfg.head_dropout) for _ in range(4)]
         self.attr_bank = PrototypeBank(len(self.attrs), cfg.K, D, cfg.mu, cfg.solver, **(cfg.solver_kw or {}))
@@ -110,7 +113,7 @@ class ClusPro(CompositionalCLIP):
         return (L['pair'] if self.inference == 'released-code' else L['pair'].softmax(-1)) + prim
 
     def forward(self, feats):
-        img = self.embed_images(feats)
+        img = self.embed_images(self.image_input(feats))                # images go through the tower when it has one
         return {**self.branch_logits(img, self.text_features(self.train_ao)), 'img': img}
 
 # %% ../../nbs/14_cluspro.ipynb #a62c3578
@@ -160,12 +163,18 @@ class PrototypeSnapshotCB(Callback):
         seen = {d.pair2idx[p] for p in d.train_pairs}
         self.labels['seen'] = torch.tensor([int(p) in seen for p in self.labels['pair_idx']])
 
+    def sample_features(self, m) -> torch.Tensor:
+        "The sample's image features [S, D]: cached, or through the model's tower as it is now."
+        if getattr(m, 'tower', None) is None: return self.feats
+        return torch.cat([tower_features(m, sp, idx=i) for sp, i in self.parts.values()])
+
     def after_train_valid(self):
         m = self.learn.model
         if not m.uses_prototypes: return
         m.eval(); dev = m.attr_ids.device; L = self.labels
         with torch.no_grad():
-            (g_a, g_o), ai, oi = m.proto_embeddings(m.embed_images(self.feats.to(dev))), L['attr_idx'].to(dev), L['obj_idx'].to(dev)
+            (g_a, g_o) = m.proto_embeddings(m.embed_images(self.sample_features(m).to(dev)))
+            ai, oi = L['attr_idx'].to(dev), L['obj_idx'].to(dev)
             la, lo = nearest_prototypes(m.attr_bank, g_a, ai), nearest_prototypes(m.obj_bank, g_o, oi)
         snap = dict(self.meta, attrs=m.attrs, objs=m.objs, attr_prototypes=m.attr_bank.prototypes, obj_prototypes=m.obj_bank.prototypes,
                     attr_counts=m.attr_bank.counts, obj_counts=m.obj_bank.counts, attr_emb=g_a, obj_emb=g_o,
@@ -188,7 +197,8 @@ def prototype_quality(model: ClusPro, split: FeatureSplit, seed=0) -> dict:
     d = split.dset; out = {}
     if not model.uses_prototypes: return out
     model.eval(); dev = model.attr_ids.device
-    g_a, g_o = model.proto_embeddings(model.embed_images(split.feats.to(dev)))
+    feats = tower_features(model, split) if getattr(model, 'tower', None) is not None else split.feats
+    g_a, g_o = model.proto_embeddings(model.embed_images(feats.to(dev)))
     la, lo = nearest_prototypes(model.attr_bank, g_a, d.attr_idx.to(dev)), nearest_prototypes(model.obj_bank, g_o, d.obj_idx.to(dev))
     for k, lab, asg, g, names in (('attr', d.attr_idx, la, g_a, model.attrs), ('obj', d.obj_idx, lo, g_o, model.objs)):
         modes = getattr(d, f'{k}_modes')
