@@ -24,7 +24,7 @@ from .runs import RunDir, RunDirError, load_snapshot, DASHBOARD_CACHE
 __all__ = ['KINDS', 'PALETTE', 'COLOUR_BY', 'MAX_BACKGROUND', 'RunSnapshots', 'cosine_knn', 'projection_path',
            'projection_points', 'umap_projection', 'partner', 'primitive_samples', 'colour_options', 'colour_labels',
            'category_colours', 'prototype_similarity', 'primitive_quality', 'prototype_separation', 'thumbnail',
-           'frame', 'PrototypeDashboard']
+           'frame', 'bulk', 'PrototypeDashboard']
 
 # %% ../nbs/30_dashboard.ipynb #ffb38f90
 KINDS = {'attr': 'attribute', 'obj': 'object'}
@@ -191,13 +191,15 @@ def _figure(height, width, **layout):
     "An empty FigureWidget with a compact layout."
     return go.FigureWidget(layout=dict(height=height, width=width, template='plotly_white', margin=dict(l=40, r=10, t=40, b=35), **layout))
 
-def _legend(labels, order, colours, n_max=40):
-    "HTML swatches with counts for the categories of `order` present in `labels`."
+def _legend(labels, order, colours, n_max=40, title=''):
+    "HTML swatches with counts for the categories of `order` present in `labels`, after `title`."
     n = {c: 0 for c in order}
     for l in labels: n[l] += 1
     items = [f"<span style='color:{colours[c]}'>&#9679;</span>&nbsp;{html.escape(str(c))} ({k})" for c, k in n.items() if k]
     more = f' &hellip; and {len(items) - n_max} more' if len(items) > n_max else ''
-    return "<div style='font-size:12px;line-height:1.6'>" + ' &ensp; '.join(items[:n_max]) + more + ' &ensp; &#9670; prototypes</div>'
+    head = f'{html.escape(title)}: ' if title else ''
+    return ("<div style='font-size:12px;line-height:1.6'>" + head + ' &ensp; '.join(items[:n_max]) + more
+            + ' &ensp; &#9670; prototypes</div>')
 
 def _red(msg): return f"<span style='color:#b00020'>&#9888; {html.escape(msg)}</span>"
 
@@ -208,6 +210,13 @@ def frame(xy, pad=0.15, min_span=1.0):
     lo, hi = xy.min(0), xy.max(0); span = np.maximum(hi - lo, max(min_span, 0.05 * float((hi - lo).max())))
     mid = (lo + hi) / 2
     return tuple([float(m - (0.5 + pad) * s), float(m + (0.5 + pad) * s)] for m, s in zip(mid, span))
+
+def bulk(xy, fence=3.0) -> np.ndarray:
+    "Mask [n] of the finite points of `xy` inside Tukey's far fences, Q1 - fence*IQR .. Q3 + fence*IQR, on both axes."
+    xy = np.asarray(xy, dtype=float).reshape(-1, 2); ok = np.isfinite(xy).all(1)
+    if ok.sum() < 4: return ok                                                        # too few to call one an outlier
+    q1, q3 = np.percentile(xy[ok], [25, 75], axis=0); iqr = q3 - q1
+    return ok & ((xy >= q1 - fence * iqr) & (xy <= q3 + fence * iqr)).all(1)
 
 def _update(fig, traces, layout=None):
     "One message to `fig`: `traces` {index: {path: value}}, each path given for every listed trace, and `layout` {path: value}."
@@ -288,7 +297,8 @@ def _figures(self: PrototypeDashboard):
                          marker=dict(symbol='diamond', size=18, line=dict(width=2, color='black')))
     self.fig.add_scatter(name='selected', mode='markers', hoverinfo='skip', marker=dict(symbol='circle-open', size=22, color='black', line=dict(width=3)))
     self.fig.data[1].on_click(self._guarded(lambda trace, points, state: points.point_inds and self.select_point(points.point_inds[0])))
-    self.counts_fig = _figure(230, 340, yaxis_title='assignments', title=dict(text='prototype usage', font_size=13))
+    self.counts_fig = _figure(230, 340, yaxis_title='assignments (cumulative)',
+                              title=dict(text='training assignments', font_size=13))
     self.counts_fig.add_bar(name='usage', hovertemplate='%{x}: %{y:.0f}<extra></extra>')
     self.sim_fig = _figure(270, 340, title=dict(text='prototype cosine similarity', font_size=13), yaxis_autorange='reversed')
     self.sim_fig.add_heatmap(name='similarity', zmin=-1, zmax=1, colorscale='RdBu_r', texttemplate='%{z:.2f}', showscale=False)
@@ -388,13 +398,15 @@ def _draw_primitive(self: PrototypeDashboard):
              for j, q, a, m in zip(idx.tolist(), snap['pair_idx'][ti].tolist(), snap[f'{k}_assign'][ti].tolist(),
                                    snap[f'{k}_mode'][ti].tolist() if f'{k}_mode' in snap else [None] * len(idx))]
     self.points, self.selected, name = idx, None, snap[f'{k}s'][p]
+    inside = bulk(xy[idx])                                                          # the view frames these
     col = self._colours()
     _update(self.fig, {0: dict(x=xy[rest, 0], y=xy[rest, 1]), 1: dict(x=xy[idx, 0], y=xy[idx, 1], hovertext=hover, **col[1]),
                        2: dict(x=xy[pk, 0], y=xy[pk, 1], text=[f'p{i}' for i in range(K)], **col[2],
                                hovertext=[f'{name} prototype p{i}<br>used {c:.0f} times in training' for i, c in enumerate(cnt)]),
                        3: dict(x=[], y=[])},
-            {'title.text': f"{KINDS[k]} <b>{html.escape(name)}</b> · epoch {snap['epoch']} · {len(idx)} samples · K={K}",
-             **_ranges(frame(np.concatenate([xy[idx], xy[pk]])))})
+            {'title.text': f"{KINDS[k]} <b>{html.escape(name)}</b> · epoch {snap['epoch']} · {len(idx)} samples · "
+                           f"K={K}" + (f' · {out} outside the view' if (out := int((~inside).sum())) else ''),
+             **_ranges(frame(np.concatenate([xy[idx][inside], xy[pk]])))})
     self._draw_side(); self._mark_overview()
     self._show_image()
 
@@ -405,7 +417,7 @@ def _colours(self: PrototypeDashboard):
     snap, k, by = self.view['snap'], self.view['kind'], self.colour_by.value
     labels, order = colour_labels(snap, k, self.points, by)
     cmap, K = category_colours(order), snap[f'{k}_prototypes'].shape[1]
-    self.legend.value = _legend(labels, order, cmap)
+    self.legend.value = _legend(labels, order, cmap, title=f'{len(labels)} samples in the snapshot, by {by}')
     return {1: {'marker.color': [cmap[l] for l in labels]},
             2: {'marker.color': [PALETTE[i % len(PALETTE)] for i in range(K)] if by == 'prototype' else ['#333333'] * K}}
 
@@ -415,7 +427,7 @@ def _draw_side(self: PrototypeDashboard):
     snap, k, p = self.view['snap'], self.view['kind'], self.primitive.value
     K, name = snap[f'{k}_prototypes'].shape[1], snap[f'{k}s'][p]; ticks = [f'p{i}' for i in range(K)]
     _update(self.counts_fig, {0: {'x': ticks, 'y': snap[f'{k}_counts'][p].tolist(), 'marker.color': [PALETTE[i % len(PALETTE)] for i in range(K)]}},
-            {'title.text': f'usage of the prototypes of {html.escape(name)}'})
+            {'title.text': f'training assignments to the prototypes of {html.escape(name)}'})
     _update(self.sim_fig, {0: dict(z=prototype_similarity(snap, k, p).tolist(), x=ticks, y=ticks)})
     self.quality.value = self._quality_html(snap, k, p, name)
 
