@@ -252,7 +252,7 @@ class NonFiniteCB(Callback):
     def after_loss(self):
         l = self.learn
         if not l.training: return
-        if torch.isfinite(l.loss).all(): self.run = 0; return
+        if torch.isfinite(l.loss).all(): return
         terms = ', '.join(f'{k}={float(v.detach()):.4g}' for k, v in l.loss_parts.items())
         self._bad(f'non-finite training loss at epoch {l.epoch}, batch {l.iter}: {terms}')
     def after_backward(self):
@@ -262,9 +262,9 @@ class NonFiniteCB(Callback):
             grads = [p.grad for p in l.model.parameters() if p.grad is not None]
             norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         if torch.isfinite(norm): return
-        self.run -= 1                                                 # the loss of this batch was counted finite
         self._bad(f'non-finite gradient at epoch {l.epoch}, batch {l.iter}: global norm {float(norm):.4g} '
                   f'(loss {float(l.loss.detach()):.4g})')
+    def after_step(self): self.run = 0                                # a batch that reached the step was good
     def _bad(self, msg):
         l = self.learn; self.run += 1; self.skipped += 1
         if self.action == 'raise' or self.run > self.max_skips:
