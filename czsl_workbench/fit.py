@@ -11,8 +11,8 @@ from functools import partial
 from pathlib import Path
 import torch
 from torch import nn
-from .core import (set_seed, default_device, fixed_threads, is_main, world_size, emit_event, ExpectedError,
-                                 parse_value)
+from .core import (set_seed, default_device, fixed_threads, is_main, world_size, emit_event,
+                                 ExpectedError, parse_value)
 from .data import CompositionDataset, CaptionData, load_caption_corpus, data_identity
 from .backbones import Backbone, image_features, save_local_dir
 from .metrics import czsl_report, NonFiniteScoresError

@@ -14,8 +14,8 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 from .core import atomic_write, stable_hash, ExpectedError, CLIParser, console_script, lock_held
 from .metrics import seed_interval, paired_difference, verdict, fmt_interval
-from .runs import (RunDir, RunDirError, read_json, ATTEMPTS, CHECKPOINTS, EXECUTED, HISTORY, METRICS, PARAMETERS,
-                                 RUN_INFO, RUN_LOCK, RUN_LOG, SWEEP)
+from .runs import (RunDir, RunDirError, read_json, ATTEMPTS, CHECKPOINTS, EXECUTED, HISTORY, METRICS,
+                                 PARAMETERS, RUN_INFO, RUN_LOCK, RUN_LOG, SWEEP)
 
 # %% auto #0
 __all__ = ['RUN_FILES', 'SKIP_DIRS', 'FIXED_COLUMNS', 'METRIC_PREFIX', 'PARAM_PREFIX', 'HEADLINE', 'STATES', 'NOT_DONE',
