@@ -4,12 +4,13 @@
 
 # %% ../nbs/01_data.ipynb #4e788d72
 from __future__ import annotations
-import os, re, json, itertools, warnings
+import os, re, json, math, itertools, warnings
 from pathlib import Path
 from typing import NamedTuple
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 import torchvision.transforms as T
 from tqdm.auto import tqdm
@@ -20,9 +21,9 @@ from .core import cache_dir, atomic_torch_save, stable_hash, file_sha256, cache_
 __all__ = ['PHASES', 'CLIP_MEAN', 'CLIP_STD', 'DatasetError', 'MissingDataError', 'make_czsl_fixture', 'read_pairs', 'SplitVocab',
            'parse_split', 'open_world_pairs', 'load_metadata', 'phase_entries', 'EmptyPairsWarning',
            'pairs_without_images', 'warn_empty_pairs', 'open_rgb', 'missing_images', 'meta_int_array',
-           'CompositionDataset', 'clip_transform', 'prompt_name', 'pair_prompts', 'FeatureCacheError', 'FeatureCache',
-           'ImageFiles', 'dataset_key', 'dataset_labels', 'encode_dataset', 'dataset_features', 'caption_rows',
-           'load_caption_corpus', 'CaptionData', 'data_identity']
+           'CompositionDataset', 'clip_transform', 'clip_decode', 'rotate_batch', 'ClipBatchTransform', 'prompt_name',
+           'pair_prompts', 'FeatureCacheError', 'FeatureCache', 'ImageFiles', 'dataset_key', 'dataset_labels',
+           'encode_dataset', 'dataset_features', 'caption_rows', 'load_caption_corpus', 'CaptionData', 'data_identity']
 
 # %% ../nbs/01_data.ipynb #b3163a76
 class DatasetError(ExpectedError, ValueError):
@@ -275,6 +276,33 @@ def clip_transform(image_size, train=False, mean=CLIP_MEAN, std=CLIP_STD, rotati
         if perspective: tfms.append(T.RandomPerspective(distortion_scale=perspective))
         if rotation: tfms.append(T.RandomRotation(rotation))
     return T.Compose(tfms + [T.ToTensor(), T.Normalize(mean, std)])
+
+# %% ../nbs/01_data.ipynb #0b375ac7
+def clip_decode(image_size):
+    "The deterministic part of `clip_transform`: bicubic Resize + CenterCrop, as a uint8 tensor [3, S, S]."
+    return T.Compose([T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size),
+                      T.PILToTensor()])
+
+def rotate_batch(x, degrees):
+    "Each image of `x` [B, C, S, S] rotated counter-clockwise by its angle in `degrees` [B] (nearest, zero fill)."
+    B = x.shape[0]; a = torch.as_tensor(degrees, dtype=torch.float32, device=x.device) * (math.pi / 180)
+    c, s, z = a.cos(), a.sin(), torch.zeros_like(a)
+    theta = torch.stack([torch.stack([c, -s, z], 1), torch.stack([s, c, z], 1)], 1)          # [B, 2, 3]
+    grid = F.affine_grid(theta, tuple(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode='nearest', padding_mode='zeros', align_corners=False)
+
+class ClipBatchTransform:
+    "`clip_transform`'s last steps on a uint8 batch [B, 3, S, S] from `clip_decode`: flip and rotation when `train`."
+    def __init__(self, mean=CLIP_MEAN, std=CLIP_STD, train=False, rotation=5, flip=True):
+        self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        self.train, self.rotation, self.flip = train, rotation, flip
+    def __repr__(self): return f'ClipBatchTransform(train={self.train}, rotation={self.rotation}, flip={self.flip})'
+    def __call__(self, x):
+        x = x.float() / 255; B = x.shape[0]
+        if self.train and self.flip:
+            x = torch.where((torch.rand(B) < 0.5).view(B, 1, 1, 1).to(x.device), x.flip(-1), x)
+        if self.train and self.rotation: x = rotate_batch(x, (torch.rand(B) * 2 - 1) * self.rotation)
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
 # %% ../nbs/01_data.ipynb #9d200681
 def prompt_name(name: str) -> str:

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 from .core import (set_seed, default_device, fixed_threads, is_main, world_size, emit_event,
                                  ExpectedError, parse_value)
-from .data import CompositionDataset, CaptionData, load_caption_corpus, data_identity
+from concurrent.futures import ThreadPoolExecutor
+from tqdm.auto import tqdm
+from .data import CompositionDataset, CaptionData, load_caption_corpus, data_identity, clip_decode
 from .backbones import Backbone, image_features, save_local_dir
 from .metrics import czsl_report, NonFiniteScoresError
 from .runs import RunDir, MODEL
@@ -21,10 +23,11 @@ from .train import (Learner, DataLoaders, EvalCB, EarlyStoppingCB, SchedCB, Grad
                     cosine_schedule, default_cbs, shard_loader, NonFiniteLossError)
 
 # %% auto #0
-__all__ = ['FAMILIES', 'METHODS', 'TrainConfig', 'make_config', 'Method', 'OptionError', 'config_limits', 'check_limits',
-           'check_type', 'parse_option', 'register', 'get_method', 'method_config', 'Family', 'register_family',
-           'FeatureSplit', 'czsl_features', 'load_splits', 'ImageTrainSet', 'tower_features', 'model_device',
-           'evaluate_split', 'CZSLConfig', 'CZSLFamily', 'BackboneConfig', 'BackboneFamily', 'fit_method']
+__all__ = ['FAMILIES', 'METHODS', 'PRELOAD_LIMIT', 'TrainConfig', 'make_config', 'Method', 'OptionError', 'config_limits',
+           'check_limits', 'check_type', 'parse_option', 'register', 'get_method', 'method_config', 'Family',
+           'register_family', 'FeatureSplit', 'czsl_features', 'load_splits', 'ImageTrainSet', 'tower_features',
+           'model_device', 'evaluate_split', 'CZSLConfig', 'CZSLFamily', 'BackboneConfig', 'BackboneFamily',
+           'fit_method']
 
 # %% ../nbs/07_fit.ipynb #495caee7
 @dataclass
@@ -187,7 +190,8 @@ class Family:
     def dataloaders(self, ds, cfg, workers=0, pin_memory=False) -> DataLoaders:
         "Shuffled batches of `ds` (the last short one dropped when there are several), loaded by `workers` processes."
         return DataLoaders(torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=True, drop_last=len(ds) > cfg.batch_size,
-                                                       num_workers=workers, pin_memory=pin_memory))   # not persistent: a fresh iterator draws the RNG as 0 workers do
+                                                       num_workers=workers, pin_memory=pin_memory,
+                                                       collate_fn=getattr(ds, 'collate', None)))   # not persistent: a fresh iterator draws the RNG as 0 workers do
     def callbacks(self, model, data, cfg, monitor) -> list: return []
     def report(self, model, data) -> dict: return {}
     def finish(self, model, run, params) -> dict: return {}
@@ -201,6 +205,8 @@ def register_family(family: Family) -> Family:
     FAMILIES[family.name] = family; return family
 
 # %% ../nbs/07_fit.ipynb #1c0dee09
+PRELOAD_LIMIT = 2 * 2**30       # bytes of decoded uint8 images one split may keep in memory for the tower path
+
 class FeatureSplit:
     "One phase of a czsl-layout dataset and its frozen image features [N, D]."
     def __init__(self, dset, feats): self.dset, self.feats = dset, feats
@@ -219,6 +225,18 @@ class FeatureSplit:
         "(features, attr_idx, obj_idx, index in train_pairs) for training on the frozen features."
         return self.feats, *self.train_targets()
 
+    def images(self, size, limit=None, progress=False):
+        "uint8 [N, 3, size, size] of every image through `clip_decode(size)`, decoded once and kept; None over `limit` bytes."
+        if len(self) * 3 * size * size > (PRELOAD_LIMIT if limit is None else limit): return None
+        kept = self.__dict__.setdefault('_images', {})
+        if size not in kept:
+            dec, d = clip_decode(size), self.dset
+            with ThreadPoolExecutor(2) as ex:
+                it = ex.map(lambda i: dec(d.load_image(i)), range(len(d)))
+                kept[size] = torch.stack(list(tqdm(it, total=len(d), desc=f'decode {d.phase}', disable=not progress,
+                                                   leave=False, delay=1))) if len(d) else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+        return kept[size]
+
 def czsl_features(bb: Backbone, root, phase, open_world=False, cache=None, progress=True) -> FeatureSplit:
     "Phase `phase` of the czsl-layout dataset at `root` with `bb`'s image features (from `cache` when given)."
     dset = CompositionDataset(root, phase, open_world=open_world, transform=bb.preprocess_val, progress=progress)
@@ -232,21 +250,33 @@ def load_splits(bb: Backbone, root, cache=None, open_world=True, progress=True) 
 
 # %% ../nbs/07_fit.ipynb #25c35b64
 class ImageTrainSet(torch.utils.data.Dataset):
-    "The train phase of `split` as (image through `transform`, attr_idx, obj_idx, index in train_pairs)."
-    def __init__(self, split: FeatureSplit, transform):
-        self.dset, self.transform, self.targets = split.dset, transform, split.train_targets()
+    "The train phase of `split` as (image, attr_idx, obj_idx, index in train_pairs) for `tower`'s input pipeline."
+    def __init__(self, split: FeatureSplit, tower, train=True, preload=True):
+        self.dset, self.targets = split.dset, split.train_targets()
+        self.images = split.images(tower.image_size) if preload else None        # None: too large to keep decoded
+        self.transform, self.batch_transform = tower.transform(train), tower.batch_transform(train)
     def __len__(self): return len(self.dset)
     def __getitem__(self, i):
         a, o, t = (x[i] for x in self.targets)
-        return self.transform(self.dset.load_image(i)), a, o, t
+        return (self.transform(self.dset.load_image(i)) if self.images is None else self.images[i]), a, o, t
+    def collate(self, items):
+        "The DataLoader's `collate_fn`: stacks the batch; decoded images are augmented here, all at once."
+        x, *rest = torch.utils.data.default_collate(items)
+        return (x if self.images is None else self.batch_transform(x), *rest)
 
-def tower_features(model, split: FeatureSplit, idx=None, batch_size=128, workers=0) -> torch.Tensor:
+def tower_features(model, split: FeatureSplit, idx=None, batch_size=128, workers=0, preload=True) -> torch.Tensor:
     "The embeddings [N, D] of `split`'s images (those at `idx`) through `model.tower` as it is now (no gradients)."
-    ds = split.dset if idx is None else torch.utils.data.Subset(split.dset, [int(i) for i in idx])
-    dl = torch.utils.data.DataLoader(ds, batch_size, num_workers=workers)              # the split's val transform
-    dev, out = model_device(model), []
+    tower, dev, out = model.tower, model_device(model), []
+    ims = split.images(tower.image_size) if preload else None
+    if ims is None:                                                                # each image through the split's transform
+        ds = split.dset if idx is None else torch.utils.data.Subset(split.dset, [int(i) for i in idx])
+        batches = (x for x, *_ in torch.utils.data.DataLoader(ds, batch_size, num_workers=workers))
+    else:
+        ims = ims if idx is None else ims[torch.as_tensor(idx, dtype=torch.long)]
+        tf = tower.batch_transform(False)
+        batches = (tf(ims[k:k + batch_size]) for k in range(0, len(ims), batch_size))
     with torch.no_grad():
-        for imgs, *_ in dl: out.append(model.tower(imgs.to(dev)).float())
+        for x in batches: out.append(tower(x.to(dev)).float())
     return torch.cat(out) if out else torch.zeros(0, model.dim, device=dev)
 
 # %% ../nbs/07_fit.ipynb #8233012c
@@ -277,7 +307,7 @@ class CZSLFamily(Family):
         "Cached features, or images through the training transform when the model tunes its `tower`."
         if getattr(model, 'tower', None) is None:
             return torch.utils.data.TensorDataset(*splits['train'].train_tensors())
-        return ImageTrainSet(splits['train'], model.tower.transform(train=getattr(cfg, 'augment', True)))
+        return ImageTrainSet(splits['train'], model.tower, train=getattr(cfg, 'augment', True))
     def callbacks(self, model, splits, cfg, monitor):
         val = lambda learn: {f'val_{k}': v for k, v in evaluate_split(learn.model, splits['val']).items() if not isinstance(v, dict)}
         return [EvalCB(val), EarlyStoppingCB(monitor, cfg.patience)]

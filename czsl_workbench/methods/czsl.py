@@ -9,7 +9,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
-from ..data import prompt_name, pair_prompts, clip_transform, CLIP_MEAN, CLIP_STD
+from ..data import prompt_name, pair_prompts, clip_transform, ClipBatchTransform, CLIP_MEAN, CLIP_STD
 from ..backbones import Backbone, encode_texts, image_features
 from ..fit import Method, CZSLConfig
 
@@ -108,11 +108,17 @@ class TowerAdapters(nn.Module):
         pooled, _ = v._pool(x)
         return pooled @ v.proj if v.proj is not None else pooled
 
+    @property
+    def image_size(self) -> int:
+        s = self.visual.image_size; return s[0] if isinstance(s, (tuple, list)) else s
+    def _norm(self):
+        v = self.visual; return getattr(v, 'image_mean', None) or CLIP_MEAN, getattr(v, 'image_std', None) or CLIP_STD
     def transform(self, train=False):
         "The tower's input pipeline: the CLIP repositories' (`data.clip_transform`), augmented when `train`."
-        v = self.visual; size = v.image_size[0] if isinstance(v.image_size, (tuple, list)) else v.image_size
-        mean, std = getattr(v, 'image_mean', None) or CLIP_MEAN, getattr(v, 'image_std', None) or CLIP_STD
-        return clip_transform(size, train, mean, std)
+        return clip_transform(self.image_size, train, *self._norm())
+    def batch_transform(self, train=False):
+        "The same on a uint8 batch decoded by `data.clip_decode(image_size)` (`data.ClipBatchTransform`)."
+        return ClipBatchTransform(*self._norm(), train=train)
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse); self.visual._apply(fn, recurse); return self
