@@ -40,15 +40,16 @@ def test_experiment_notebook_unknown_row(mit_like, tmp_path):
     assert not (tmp_path/'metrics.json').exists()
 
 def test_nan_features_stop_training_with_a_message_and_keep_earlier_results(mit_like, tmp_path):
-    "A NaN in the training features: the non-finite guard names the loss terms; a finished run's files stay intact."
+    "A NaN in the cached training features (the frozen variant): the guard names the loss terms; earlier files stay intact."
     bb = create_backbone('czsl-vit-micro', device='cpu', freeze=True)
     splits = load_splits(bb, mit_like, progress=False)
-    good = fit_method(ClusProMethod, bb, mit_like, tmp_path/'good', data=splits, epochs=1, batch_size=8, K=2, progress=False, device='cpu')
+    kw = dict(data=splits, epochs=1, batch_size=8, K=2, visual='frozen', progress=False, device='cpu')
+    good = fit_method(ClusProMethod, bb, mit_like, tmp_path/'good', **kw)
     before = (tmp_path/'good'/'metrics.json').read_bytes()
     splits['train'].feats = splits['train'].feats.clone(); splits['train'].feats[:] = float('nan')
     with pytest.raises(NonFiniteLossError, match='ce_pair=nan'):
         with pytest.warns(UserWarning, match='are not finite; dropped from the prototype update'):
-            fit_method(ClusProMethod, bb, mit_like, tmp_path/'bad', data=splits, epochs=1, batch_size=8, K=2, progress=False, device='cpu')
+            fit_method(ClusProMethod, bb, mit_like, tmp_path/'bad', **kw)
     assert not (tmp_path/'bad'/'metrics.json').exists()
     assert (tmp_path/'good'/'metrics.json').read_bytes() == before and math.isfinite(good['test']['AUC'])
 
@@ -57,7 +58,7 @@ def test_cluspro_inference_variants_and_unknown_pair(mit_like):
     bb = create_backbone('czsl-vit-micro', device='cpu', freeze=True)
     sp = load_splits(bb, mit_like, open_world=False, progress=False)
     d = sp['test'].dset
-    torch.manual_seed(0); m = ClusPro(bb.model, bb.tokenizer, d.attrs, d.objs, d.train_pairs, ClusProConfig(K=2)).eval()
+    torch.manual_seed(0); m = ClusPro(bb.model, bb.tokenizer, d.attrs, d.objs, d.train_pairs, ClusProConfig(K=2, visual='frozen')).eval()
     S_code = m.scores(sp['test'].feats, d.pairs)
     m.inference = 'paper'; S_paper = m.scores(sp['test'].feats, d.pairs)
     with torch.no_grad():

@@ -18,8 +18,9 @@ from .prototypes import PrototypeBank, kmeans, SOLVERS
 from .losses import pcl_loss, pdl_loss, total_loss
 
 # %% auto #0
-__all__ = ['LOSS_PRESETS', 'INFERENCE', 'SPACES', 'loss_preset', 'ClusProConfig', 'Disentangler', 'ClusPro', 'assign_prototypes',
-           'nearest_prototypes', 'cluspro_loss', 'PrototypeSnapshotCB', 'prototype_quality', 'ClusProMethod']
+__all__ = ['LOSS_PRESETS', 'INFERENCE', 'SPACES', 'VISUALS', 'loss_preset', 'ClusProConfig', 'Disentangler', 'ClusPro',
+           'assign_prototypes', 'nearest_prototypes', 'cluspro_loss', 'PrototypeSnapshotCB', 'prototype_quality',
+           'ClusProMethod']
 
 # %% ../../nbs/14_cluspro.ipynb #447259f0
 LOSS_PRESETS = {'paper': dict(tau=0.1, alpha=0.2, beta=0.5, wd=5e-5),             # ClusPro §4.2 (arXiv:2502.06501)
@@ -35,6 +36,7 @@ def loss_preset(name, **overrides) -> dict:
 # %% ../../nbs/14_cluspro.ipynb #af411f93
 INFERENCE = ('released-code', 'paper')
 SPACES = ('disentangled', 'branch')                # the embedding the prototypes cluster
+VISUALS = ('adapters', 'frozen')                   # the image tower: adapters inside it (the paper's), or frozen
 
 @dataclass
 class ClusProConfig(CZSLConfig):
@@ -52,15 +54,25 @@ class ClusProConfig(CZSLConfig):
     inference: str = 'released-code'  # test-time score: 'released-code' or 'paper'
     learn_ctx: bool = True             # learn the context tokens of the prompts
     attr_dropout: float = 0.3          # dropout on the primitive tokens
-    adapter_dim: int = 64              # width of the residual adapter on the frozen feature (0: none)
+    visual: str = 'adapters'           # 'adapters' in every tower block (the paper's) or 'frozen' (cached features, faster)
+    tower_dim: int | None = None       # bottleneck of the tower's adapters (None: 64 with 'adapters'; 0 when 'frozen')
+    tower_dropout: float = 0.1         # dropout inside the tower's adapters
+    augment: bool = True               # flip and rotate the training images (the tower path)
+    adapter_dim: int | None = None     # residual adapter on the final feature (None: 64 when 'frozen', 0 with 'adapters')
     head_dropout: float = 0.5          # dropout of the disentanglers
     space: str = 'disentangled'        # where prototypes live: 'disentangled' (g = D(f), the paper) or 'branch' (z = H(g), normalised)
     limits = dict(K='>=1', tau='>0', alpha='>=0', beta='>=0', mu='[0,1]', attr_dropout='[0,1)', head_dropout='[0,1)',
-                  adapter_dim='>=0')
+                  adapter_dim='>=0', tower_dim='>=0', tower_dropout='[0,1)')
     def __post_init__(self):
         p = loss_preset(self.preset)
         for k in ('tau', 'alpha', 'beta', 'wd'):
             if getattr(self, k) is None: setattr(self, k, p[k])
+        if self.visual not in VISUALS: raise ValueError(f'visual must be one of {VISUALS}, got {self.visual!r}')
+        tuned = self.visual == 'adapters'
+        if self.tower_dim is None: self.tower_dim = 64 if tuned else 0
+        if self.adapter_dim is None: self.adapter_dim = 0 if tuned else 64
+        if tuned != (self.tower_dim > 0):
+            raise ValueError(f"visual={self.visual!r} takes tower_dim {'> 0' if tuned else '0'}, got {self.tower_dim}")
         if self.inference not in INFERENCE: raise ValueError(f'inference must be one of {INFERENCE}, got {self.inference!r}')
         if self.solver not in SOLVERS: raise ValueError(f'solver must be one of {SOLVERS}, got {self.solver!r}')
         if self.space not in SPACES: raise ValueError(f'space must be one of {SPACES}, got {self.space!r}')
@@ -75,12 +87,11 @@ class Disentangler(nn.Sequential):
 class ClusPro(CompositionalCLIP):
     "Three-branch CLIP (pair, attribute, object) with K momentum prototypes per primitive and the PCL / PDL losses."
     branches = ('pair', 'attr', 'obj')
-    def __init__(self, clip, tokenizer, attrs, objs, train_pairs, cfg: ClusProConfig = None, tower_dim=0,
-                 tower_dropout=0.1):
+    def __init__(self, clip, tokenizer, attrs, objs, train_pairs, cfg: ClusProConfig = None):
         cfg = cfg or ClusProConfig()
         super().__init__(clip, tokenizer, attrs, objs, train_pairs, learn_ctx=cfg.learn_ctx,
-                         attr_dropout=cfg.attr_dropout, adapter_dim=cfg.adapter_dim, tower_dim=tower_dim,
-                         tower_dropout=tower_dropout)
+                         attr_dropout=cfg.attr_dropout, adapter_dim=cfg.adapter_dim, tower_dim=cfg.tower_dim,
+                         tower_dropout=cfg.tower_dropout)
         D = self.dim
         self.D_a, self.D_o, self.H_a, self.H_o = [Disentangler(D, cfg.head_dropout) for _ in range(4)]
         self.attr_bank = PrototypeBank(len(self.attrs), cfg.K, D, cfg.mu, cfg.solver, **(cfg.solver_kw or {}))
