@@ -191,7 +191,8 @@ class Family:
         "Shuffled batches of `ds` (the last short one dropped when there are several), loaded by `workers` processes."
         return DataLoaders(torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=True, drop_last=len(ds) > cfg.batch_size,
                                                        num_workers=workers, pin_memory=pin_memory,
-                                                       collate_fn=getattr(ds, 'collate', None)))   # not persistent: a fresh iterator draws the RNG as 0 workers do
+                                                       collate_fn=getattr(ds, 'collate', None)))
+        # not persistent: a fresh iterator draws the RNG as 0 workers do
     def callbacks(self, model, data, cfg, monitor) -> list: return []
     def report(self, model, data) -> dict: return {}
     def finish(self, model, run, params) -> dict: return {}
@@ -226,15 +227,15 @@ class FeatureSplit:
         return self.feats, *self.train_targets()
 
     def images(self, size, limit=None, progress=False):
-        "uint8 [N, 3, size, size] of every image through `clip_decode(size)`, decoded once and kept; None over `limit` bytes."
+        "uint8 [N, 3, size, size]: the images through `clip_decode(size)`, decoded once and kept; None over `limit` bytes."
         if len(self) * 3 * size * size > (PRELOAD_LIMIT if limit is None else limit): return None
         kept = self.__dict__.setdefault('_images', {})
         if size not in kept:
             dec, d = clip_decode(size), self.dset
             with ThreadPoolExecutor(2) as ex:
                 it = ex.map(lambda i: dec(d.load_image(i)), range(len(d)))
-                kept[size] = torch.stack(list(tqdm(it, total=len(d), desc=f'decode {d.phase}', disable=not progress,
-                                                   leave=False, delay=1))) if len(d) else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+                ims = list(tqdm(it, total=len(d), desc=f'decode {d.phase}', disable=not progress, leave=False, delay=1))
+            kept[size] = torch.stack(ims) if ims else torch.zeros(0, 3, size, size, dtype=torch.uint8)
         return kept[size]
 
 def czsl_features(bb: Backbone, root, phase, open_world=False, cache=None, progress=True) -> FeatureSplit:
@@ -268,7 +269,7 @@ def tower_features(model, split: FeatureSplit, idx=None, batch_size=128, workers
     "The embeddings [N, D] of `split`'s images (those at `idx`) through `model.tower` as it is now (no gradients)."
     tower, dev, out = model.tower, model_device(model), []
     ims = split.images(tower.image_size) if preload else None
-    if ims is None:                                                                # each image through the split's transform
+    if ims is None:                                                      # each image through the split's transform
         ds = split.dset if idx is None else torch.utils.data.Subset(split.dset, [int(i) for i in idx])
         batches = (x for x, *_ in torch.utils.data.DataLoader(ds, batch_size, num_workers=workers))
     else:

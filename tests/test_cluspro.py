@@ -58,7 +58,8 @@ def test_cluspro_inference_variants_and_unknown_pair(mit_like):
     bb = create_backbone('czsl-vit-micro', device='cpu', freeze=True)
     sp = load_splits(bb, mit_like, open_world=False, progress=False)
     d = sp['test'].dset
-    torch.manual_seed(0); m = ClusPro(bb.model, bb.tokenizer, d.attrs, d.objs, d.train_pairs, ClusProConfig(K=2, visual='frozen')).eval()
+    torch.manual_seed(0)
+    m = ClusPro(bb.model, bb.tokenizer, d.attrs, d.objs, d.train_pairs, ClusProConfig(K=2, visual='frozen')).eval()
     S_code = m.scores(sp['test'].feats, d.pairs)
     m.inference = 'paper'; S_paper = m.scores(sp['test'].feats, d.pairs)
     with torch.no_grad():

@@ -54,11 +54,11 @@ class ClusProConfig(CZSLConfig):
     inference: str = 'released-code'  # test-time score: 'released-code' or 'paper'
     learn_ctx: bool = True             # learn the context tokens of the prompts
     attr_dropout: float = 0.3          # dropout on the primitive tokens
-    visual: str = 'adapters'           # 'adapters' in every tower block (the paper's) or 'frozen' (cached features, faster)
+    visual: str = 'adapters'           # 'adapters' in every tower block (the paper's) or 'frozen' (cached, faster)
     tower_dim: int | None = None       # bottleneck of the tower's adapters (None: 64 with 'adapters'; 0 when 'frozen')
     tower_dropout: float = 0.1         # dropout inside the tower's adapters
     augment: bool = True               # flip and rotate the training images (the tower path)
-    adapter_dim: int | None = None     # residual adapter on the final feature (None: 64 when 'frozen', 0 with 'adapters')
+    adapter_dim: int | None = None     # residual adapter on the final feature (None: 64 if 'frozen', 0 with 'adapters')
     head_dropout: float = 0.5          # dropout of the disentanglers
     space: str = 'disentangled'        # where prototypes live: 'disentangled' (g = D(f), the paper) or 'branch' (z = H(g), normalised)
     limits = dict(K='>=1', tau='>0', alpha='>=0', beta='>=0', mu='[0,1]', attr_dropout='[0,1)', head_dropout='[0,1)',
