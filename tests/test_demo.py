@@ -21,7 +21,7 @@ def test_demo_cli_tour(tmp_path):
     assert json.loads((out/'zero_shot'/'parameters.json').read_text())['pretrain']['model_name'] == 'czsl-vit-micro'
     # each method's experiment ran the tour's rows with one seed, through the experiment runner
     cp = json.loads((out/'cluspro'/'metrics.json').read_text())
-    assert cp['rows'] == ['CLIP zero-shot', 'CSP', 'ClusPro', 'ClusPro w/o proto. losses']
+    assert cp['rows'] == ['CLIP zero-shot', 'CSP', 'ClusPro', 'ClusPro (frozen)']
     assert set(cp['tables']) == {'closed world', 'open world'} and all(v['n'] == 1 for v in cp['tables']['closed world'].values())
     assert (out/'cluspro'/'runs'/'cluspro'/'seed0'/'history.jsonl').is_file() and not (out/'cluspro'/'runs'/'csp'/'seed1').exists()
     c2 = json.loads((out/'c2lip'/'metrics.json').read_text())
@@ -43,7 +43,7 @@ def test_demo_cli_tour(tmp_path):
     assert stages == [f'[{i}/7]' for i in range(1, 8)], stages
     assert any(re.fullmatch(r' +pretraining czsl-vit-micro, seed 0: train loss \d\.\d{3}  \(\d+ s\)', l) for l in lines)      # built here: bare cache
     assert '      CSP, seed 0: training, 10 epochs' in lines and any(re.match(r' +epoch 1/10  val AUC \d\.\d{3}  \(', l) for l in lines)
-    assert any(re.fullmatch(r' +ClusPro w/o proto\. losses, seed 0: test AUC \d\.\d{3}  \(.*\)', l) for l in lines)
+    assert any(re.fullmatch(r' +ClusPro \(frozen\), seed 0: test AUC \d\.\d{3}  \(.*\)', l) for l in lines)
     assert any(re.fullmatch(r' +C2LIP, seed 0: probe swap-att \d\.\d{3}, zero-shot AUC \d\.\d{3}', l) for l in lines)
     assert any(re.fullmatch(r' +CLIP-PZSL \(uniform q=0\.3\), seed 0: test H \(calibrated\) \d\.\d{3}  \(.*\)', l) for l in lines)
     assert 'Executing' not in r.stdout and 'arning' not in r.stdout
