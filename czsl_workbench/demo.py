@@ -315,7 +315,7 @@ def closing_lines(summary) -> list[str]:
     stages = ', '.join(f'{STAGE_NAMES[k]} {fmt_seconds(v)}' for k, v in t.items() if k in STAGE_NAMES)
     what = ('These are the full studies: their tables, intervals and verdicts are in the executed notebooks.'
             if summary['preset'] == 'full' else
-            'These are quick runs (one seed, the rows that show each idea); the full studies, three seeds with '
+            'These are quick runs (one seed, the rows that show each idea); the full studies, several seeds with '
             'intervals and verdicts, are the records on the site (czsl-demo --full runs them again).')
     executed = ', '.join(s['executed'] for s in summary['experiments'].values())
     return ['', _wrap(f"The demo took {fmt_seconds(t['total_s'])} ({stages}).", 0), _wrap(what, 0),
