@@ -21,9 +21,10 @@ from .core import cache_dir, atomic_torch_save, stable_hash, file_sha256, cache_
 __all__ = ['PHASES', 'CLIP_MEAN', 'CLIP_STD', 'DatasetError', 'MissingDataError', 'make_czsl_fixture', 'read_pairs', 'SplitVocab',
            'parse_split', 'open_world_pairs', 'load_metadata', 'phase_entries', 'EmptyPairsWarning',
            'pairs_without_images', 'warn_empty_pairs', 'open_rgb', 'missing_images', 'meta_int_array',
-           'CompositionDataset', 'clip_transform', 'clip_decode', 'rotate_batch', 'ClipBatchTransform', 'prompt_name',
-           'pair_prompts', 'FeatureCacheError', 'FeatureCache', 'ImageFiles', 'dataset_key', 'dataset_labels',
-           'encode_dataset', 'dataset_features', 'caption_rows', 'load_caption_corpus', 'CaptionData', 'data_identity']
+           'CompositionDataset', 'decode_each', 'clip_transform', 'clip_decode', 'rotate_batch', 'ClipBatchTransform',
+           'prompt_name', 'pair_prompts', 'FeatureCacheError', 'FeatureCache', 'ImageFiles', 'dataset_key',
+           'dataset_labels', 'encode_dataset', 'dataset_features', 'caption_rows', 'load_caption_corpus', 'CaptionData',
+           'data_identity']
 
 # %% ../nbs/01_data.ipynb #b3163a76
 class DatasetError(ExpectedError, ValueError):
@@ -244,6 +245,12 @@ class CompositionDataset(torch.utils.data.Dataset):
         return img, int(self.attr_idx[i]), int(self.obj_idx[i]), int(self.pair_idx[i])
 
 # %% ../nbs/01_data.ipynb #7bb35e15
+def decode_each(dset, decode, workers=None, progress=True):
+    "`decode(i)` for every sample `i` of `dset`, in order, on a thread pool, with a progress bar (an iterator)."
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as ex:
+        yield from tqdm(ex.map(decode, range(len(dset))), total=len(dset), desc=f'decode {dset.phase}',
+                        disable=not progress, leave=False, delay=1)
+
 @patch
 def preload(self: CompositionDataset, size=None, workers=None, progress=True):
     "Decode every image once into `self.images`, uint8 [N, 3, H, W] (resized to `size`×`size` if given)."
@@ -252,14 +259,12 @@ def preload(self: CompositionDataset, size=None, workers=None, progress=True):
         if size and im.size != (size, size): im = im.resize((size, size), Image.BICUBIC)
         return np.asarray(im)                                                   # [H, W, 3]
     out = None
-    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as ex:
-        it = tqdm(ex.map(decode, range(len(self))), total=len(self), desc=f'decode {self.phase}', disable=not progress, leave=False, delay=1)
-        for i, a in enumerate(it):
-            if out is None: out = torch.empty((len(self), *a.shape), dtype=torch.uint8)      # [N, H, W, 3]
-            elif a.shape != tuple(out.shape[1:]):
-                raise DatasetError(f'cannot preload {self.root}: {self.image_path(i)} is {a.shape[1]}x{a.shape[0]}, '
-                                   f'others {out.shape[2]}x{out.shape[1]}; pass preload_size= to resize while loading')
-            out.numpy()[i] = a
+    for i, a in enumerate(decode_each(self, decode, workers, progress)):
+        if out is None: out = torch.empty((len(self), *a.shape), dtype=torch.uint8)      # [N, H, W, 3]
+        elif a.shape != tuple(out.shape[1:]):
+            raise DatasetError(f'cannot preload {self.root}: {self.image_path(i)} is {a.shape[1]}x{a.shape[0]}, '
+                               f'others {out.shape[2]}x{out.shape[1]}; pass preload_size= to resize while loading')
+        out.numpy()[i] = a
     if out is None: out = torch.zeros((0, size or 0, size or 0, 3), dtype=torch.uint8)
     self.images, self.preload_size = out.permute(0, 3, 1, 2), size                    # [N, 3, H, W], channels-last in memory
     return self

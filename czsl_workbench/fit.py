@@ -13,9 +13,8 @@ import torch
 from torch import nn
 from .core import (set_seed, default_device, fixed_threads, is_main, world_size, emit_event,
                                  ExpectedError, parse_value)
-from concurrent.futures import ThreadPoolExecutor
-from tqdm.auto import tqdm
-from .data import CompositionDataset, CaptionData, load_caption_corpus, data_identity, clip_decode
+from .data import (CompositionDataset, CaptionData, load_caption_corpus, data_identity, clip_decode,
+                                 decode_each)
 from .backbones import Backbone, image_features, save_local_dir
 from .metrics import czsl_report, NonFiniteScoresError
 from .runs import RunDir, MODEL
@@ -189,10 +188,10 @@ class Family:
         raise NotImplementedError(f'{type(self).__name__} must define dataset(model, data, cfg)')
     def dataloaders(self, ds, cfg, workers=0, pin_memory=False) -> DataLoaders:
         "Shuffled batches of `ds` (the last short one dropped when there are several), loaded by `workers` processes."
+        # not persistent: a fresh iterator draws the RNG as 0 workers do; a dataset's own `collate` batches its items
         return DataLoaders(torch.utils.data.DataLoader(ds, cfg.batch_size, shuffle=True, drop_last=len(ds) > cfg.batch_size,
                                                        num_workers=workers, pin_memory=pin_memory,
                                                        collate_fn=getattr(ds, 'collate', None)))
-        # not persistent: a fresh iterator draws the RNG as 0 workers do
     def callbacks(self, model, data, cfg, monitor) -> list: return []
     def report(self, model, data) -> dict: return {}
     def finish(self, model, run, params) -> dict: return {}
@@ -227,14 +226,12 @@ class FeatureSplit:
         return self.feats, *self.train_targets()
 
     def images(self, size, limit=None, progress=False):
-        "uint8 [N, 3, size, size]: the images through `clip_decode(size)`, decoded once and kept; None over `limit` bytes."
+        "uint8 [N, 3, size, size]: the images through `clip_decode(size)`, decoded once and kept; None over `limit`."
         if len(self) * 3 * size * size > (PRELOAD_LIMIT if limit is None else limit): return None
         kept = self.__dict__.setdefault('_images', {})
         if size not in kept:
             dec, d = clip_decode(size), self.dset
-            with ThreadPoolExecutor(2) as ex:
-                it = ex.map(lambda i: dec(d.load_image(i)), range(len(d)))
-                ims = list(tqdm(it, total=len(d), desc=f'decode {d.phase}', disable=not progress, leave=False, delay=1))
+            ims = list(decode_each(d, lambda i: dec(d.load_image(i)), workers=2, progress=progress))
             kept[size] = torch.stack(ims) if ims else torch.zeros(0, 3, size, size, dtype=torch.uint8)
         return kept[size]
 
