@@ -16,17 +16,18 @@ from .core import (set_seed, default_device, fixed_threads, is_main, world_size,
 from .data import (CompositionDataset, CaptionData, load_caption_corpus, data_identity, clip_decode,
                                  decode_each)
 from .backbones import Backbone, image_features, save_local_dir
-from .metrics import czsl_report, NonFiniteScoresError
-from .runs import RunDir, MODEL
+from .metrics import czsl_report, CZSLEvaluator, NonFiniteScoresError
+from .feasibility import FEASIBILITY_FILE, dataset_feasibility, load_feasibility
+from .runs import RunDir, RunDirError, MODEL
 from .train import (Learner, DataLoaders, EvalCB, EarlyStoppingCB, SchedCB, GradClipCB, MixedPrecisionCB, DistributedCB,
                     cosine_schedule, default_cbs, shard_loader, NonFiniteLossError)
 
 # %% auto #0
 __all__ = ['FAMILIES', 'METHODS', 'PRELOAD_LIMIT', 'TrainConfig', 'make_config', 'Method', 'OptionError', 'config_limits',
            'check_limits', 'check_type', 'parse_option', 'register', 'get_method', 'method_config', 'Family',
-           'register_family', 'FeatureSplit', 'czsl_features', 'load_splits', 'ImageTrainSet', 'tower_features',
-           'model_device', 'evaluate_split', 'CZSLConfig', 'CZSLFamily', 'BackboneConfig', 'BackboneFamily',
-           'fit_method']
+           'register_family', 'FeatureSplit', 'czsl_features', 'open_world_feasibility', 'load_splits', 'ImageTrainSet',
+           'tower_batches', 'tower_features', 'model_device', 'split_scores', 'evaluate_split', 'calibrated_open_world',
+           'CZSLConfig', 'CZSLFamily', 'BackboneConfig', 'BackboneFamily', 'fit_method', 'complete_metrics']
 
 # %% ../nbs/07_fit.ipynb #495caee7
 @dataclass
@@ -208,8 +209,9 @@ def register_family(family: Family) -> Family:
 PRELOAD_LIMIT = 2 * 2**30       # bytes of decoded uint8 images one split may keep in memory for the tower path
 
 class FeatureSplit:
-    "One phase of a czsl-layout dataset and its frozen image features [N, D]."
-    def __init__(self, dset, feats): self.dset, self.feats = dset, feats
+    "One phase of a czsl-layout dataset and its frozen image features [N, D] (open world: the pairs' feasibility too)."
+    def __init__(self, dset, feats, feasibility=None, feasibility_source=None):
+        self.dset, self.feats, self.feasibility, self.feasibility_source = dset, feats, feasibility, feasibility_source
     def __len__(self): return len(self.dset)
     def __repr__(self): return f'FeatureSplit({self.dset.phase}, n={len(self)}, open_world={self.dset.open_world}, dim={self.feats.shape[1]})'
 
@@ -240,10 +242,23 @@ def czsl_features(bb: Backbone, root, phase, open_world=False, cache=None, progr
     dset = CompositionDataset(root, phase, open_world=open_world, transform=bb.preprocess_val, progress=progress)
     return FeatureSplit(dset, image_features(bb, dset, cache=cache, progress=progress))
 
-def load_splits(bb: Backbone, root, cache=None, open_world=True, progress=True) -> dict:
-    "train / val / test (and the open-world test_ow) `FeatureSplit`s of the dataset at `root`."
+def open_world_feasibility(bb: Backbone, root, n_pairs, source='auto') -> tuple:
+    "(scores [|A|·|O|], what they are) for `root`: 'auto' (its own `feasibility.pt`, else 'backbone'), a file, or None."
+    if source is None: return None, None
+    own = Path(root)/FEASIBILITY_FILE
+    if source == 'auto': source = own if own.is_file() else 'backbone'
+    if source == 'backbone': return dataset_feasibility(root, bb=bb), f'{bb.ident} text tower, "a photo of {{name}}"'
+    return load_feasibility(source, n_pairs), f'file {source}'
+
+def load_splits(bb: Backbone, root, cache=None, open_world=True, progress=True, feasibility='auto') -> dict:
+    "train / val / test and, in the open world, val_ow / test_ow `FeatureSplit`s (with `feasibility`) of `root`."
     out = {ph: czsl_features(bb, root, ph, cache=cache, progress=progress) for ph in ('train', 'val', 'test')}
-    if open_world: out['test_ow'] = czsl_features(bb, root, 'test', open_world=True, cache=cache, progress=progress)
+    if not open_world: return out
+    d = out['train'].dset
+    f, src = open_world_feasibility(bb, root, len(d.attrs) * len(d.objs), feasibility)
+    for name, ph in (('val_ow', 'val'), ('test_ow', 'test')):
+        out[name] = czsl_features(bb, root, ph, open_world=True, cache=cache, progress=progress)
+        out[name].feasibility, out[name].feasibility_source = f, src
     return out
 
 # %% ../nbs/07_fit.ipynb #25c35b64
@@ -262,19 +277,21 @@ class ImageTrainSet(torch.utils.data.Dataset):
         x, *rest = torch.utils.data.default_collate(items)
         return (x if self.images is None else self.batch_transform(x), *rest)
 
-def tower_features(model, split: FeatureSplit, idx=None, batch_size=128, workers=0, preload=True) -> torch.Tensor:
-    "The embeddings [N, D] of `split`'s images (those at `idx`) through `model.tower` as it is now (no gradients)."
-    tower, dev, out = model.tower, model_device(model), []
+def tower_batches(tower, split: FeatureSplit, idx=None, batch_size=128, workers=0, preload=True):
+    "Batches [B, 3, H, W] of `split`'s images (those at `idx`) through `tower`'s evaluation input pipeline."
     ims = split.images(tower.image_size) if preload else None
     if ims is None:                                                      # each image through the split's transform
         ds = split.dset if idx is None else torch.utils.data.Subset(split.dset, [int(i) for i in idx])
-        batches = (x for x, *_ in torch.utils.data.DataLoader(ds, batch_size, num_workers=workers))
-    else:
-        ims = ims if idx is None else ims[torch.as_tensor(idx, dtype=torch.long)]
-        tf = tower.batch_transform(False)
-        batches = (tf(ims[k:k + batch_size]) for k in range(0, len(ims), batch_size))
+        return (x for x, *_ in torch.utils.data.DataLoader(ds, batch_size, num_workers=workers))
+    ims = ims if idx is None else ims[torch.as_tensor(idx, dtype=torch.long)]
+    tf = tower.batch_transform(False)
+    return (tf(ims[k:k + batch_size]) for k in range(0, len(ims), batch_size))
+
+def tower_features(model, split: FeatureSplit, idx=None, batch_size=128, workers=0, preload=True) -> torch.Tensor:
+    "The embeddings [N, D] of `split`'s images (those at `idx`) through `model.tower` as it is now (no gradients)."
+    tower, dev, out = model.tower, model_device(model), []
     with torch.no_grad():
-        for x in batches: out.append(tower(x.to(dev)).float())
+        for x in tower_batches(tower, split, idx, batch_size, workers, preload): out.append(tower(x.to(dev)).float())
     return torch.cat(out) if out else torch.zeros(0, model.dim, device=dev)
 
 # %% ../nbs/07_fit.ipynb #8233012c
@@ -282,14 +299,27 @@ def model_device(model) -> torch.device:
     "The device of `model`'s first parameter or buffer (the CPU for a model with neither)."
     return next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
 
+def split_scores(model, split: FeatureSplit) -> torch.Tensor:
+    "`model.scores` [N, P] of every image of `split` against its pairs: cached features, or through the model's tower."
+    was = model.training; model.eval(); dev = model_device(model)
+    with torch.no_grad():
+        if getattr(model, 'tower', None) is None: x = split.feats.to(dev)
+        elif getattr(model, 'reads_images', False): x = tower_batches(model.tower, split)   # it reads more than the pool
+        else: x = tower_features(model, split)
+        S = model.scores(x, split.dset.pairs).cpu()                                                   # [N, P]
+    model.train(was); return S
+
 def evaluate_split(model, split: FeatureSplit, phase=None) -> dict:
     "The standard CZSL report of `model.scores` on `split` (val pairs for 'val', test pairs for 'test')."
-    was = model.training; model.eval()
-    with torch.no_grad():
-        feats = tower_features(model, split) if getattr(model, 'tower', None) is not None else split.feats
-        S = model.scores(feats.to(model_device(model)), split.dset.pairs).cpu()                          # [N, P]
-    model.train(was)
-    return czsl_report(S, split.dset, phase)
+    return czsl_report(split_scores(model, split), split.dset, phase)
+
+def calibrated_open_world(model, val_ow: FeatureSplit, test_ow: FeatureSplit, n_thresholds=50) -> dict:
+    "CSP's calibrated open world: the feasibility threshold with the best val AUC, then the test report under it."
+    f, d = val_ow.feasibility, val_ow.dset
+    ev = CZSLEvaluator(d.pairs, d.train_pairs, d.val_pairs, open_world=True)
+    best = ev.choose_threshold(split_scores(model, val_ow), d.pair_idx, f, n_thresholds=n_thresholds)
+    rep = czsl_report(split_scores(model, test_ow), test_ow.dset, 'test', feasibility=f, threshold=best['threshold'])
+    return {**rep, 'threshold': best['threshold'], 'val_AUC': best['AUC'], 'feasibility': val_ow.feasibility_source}
 
 @dataclass
 class CZSLConfig(TrainConfig):
@@ -314,6 +344,9 @@ class CZSLFamily(Family):
         out = {'val': evaluate_split(model, splits['val'])}
         for name in ('test', 'test_ow'):
             if name in splits: out[name] = evaluate_split(model, splits[name], phase='test')
+        ow = [splits.get(k) for k in ('val_ow', 'test_ow')]
+        if all(s is not None and s.feasibility is not None for s in ow):
+            out['test_ow_calibrated'] = calibrated_open_world(model, *ow)
         return out
 
 register_family(CZSLFamily());
@@ -408,3 +441,27 @@ def fit_method(method, bb, root, run_dir, seed=0, data=None, cache=None, progres
     if W > 1: torch.distributed.barrier(); metrics = run.read_metrics()         # every rank returns what rank 0 wrote
     emit_event('run_end', method=m.name, run_dir=str(run.path), seconds=metrics['train_s'], headline=fam.headline(metrics, history))
     return metrics
+
+# %% ../nbs/07_fit.ipynb #f5c5b969
+def complete_metrics(run_dir, bb, data, device='cpu') -> dict:
+    "The metrics of finished run `run_dir` with the entries today's report adds, computed from its selected checkpoint."
+    run = RunDir(run_dir); params = run.read_parameters()
+    if not run.metrics_path.is_file(): raise ExpectedError(f'{run.path} has not finished: no metrics to complete')
+    if params.get('backbone_sha256') != getattr(bb, 'sha256', None):
+        raise ExpectedError(f"{run.path} was trained on backbone {params.get('backbone')} (sha256 "
+                            f"{params.get('backbone_sha256')}), not on {bb.ident} (sha256 {getattr(bb, 'sha256', None)})")
+    m = get_method(params['method']); fam, metrics = FAMILIES[m.family], run.read_metrics()
+    cfg = m.config(**{f.name: params[f.name] for f in fields(m.Config) if f.name in params})
+    set_seed(params['seed']); model = m.build(bb, data, cfg).to(device)
+    if run.checkpoint_path('best').is_file(): model.load_state_dict(run.load_checkpoint('best')['model'])
+    model.eval(); new = fam.report(model, data)
+    for k in sorted(set(new) & set(metrics)):
+        a, b = (x.get('AUC') if isinstance(x, dict) else None for x in (new[k], metrics[k]))
+        if a is not None and b is not None and abs(a - b) > 1e-6:
+            raise RunDirError(f'the model rebuilt from {run.path} does not reproduce its {k} AUC ({a:.6f} against '
+                              f'{b:.6f}): nothing was added')
+    added = {k: v for k, v in new.items() if k not in metrics}
+    if not added: return metrics
+    stamp = time.strftime('%Y-%m-%dT%H:%M:%S')
+    metrics = {**metrics, **added, 'added_later': {**metrics.get('added_later', {}), **{k: stamp for k in added}}}
+    run.write_metrics(metrics); return metrics

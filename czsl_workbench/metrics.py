@@ -416,13 +416,13 @@ def unbiased_accuracy(ev: CZSLEvaluator, scores, pair_labels) -> dict:
 # %% ../nbs/06_metrics.ipynb #e22ab753
 REPORT_PHASES = ('val', 'test')
 
-def czsl_report(scores, dset, phase=None) -> dict:
-    "The standard CZSL report of `scores` [N, P] on `dset` in `phase` ('val' or 'test'): protocol, unbiased, sizes, curve."
+def czsl_report(scores, dset, phase=None, feasibility=None, threshold=None) -> dict:
+    "The standard CZSL report of `scores` [N, P] on `dset` in `phase` ('val' or 'test'), feasibility-masked when given."
     phase = phase or dset.phase
     if phase not in REPORT_PHASES: raise ValueError(f"phase must be one of {REPORT_PHASES} (it picks the eval pairs); got {phase!r}")
     eval_pairs = dset.val_pairs if phase == 'val' else dset.test_pairs
     ev = CZSLEvaluator(dset.pairs, dset.train_pairs, eval_pairs, open_world=dset.open_world)
-    st = ev.evaluate(scores, dset.pair_idx)
+    st = ev.evaluate(scores, dset.pair_idx, feasibility=feasibility, threshold=threshold)
     return {**st, **unbiased_accuracy(ev, scores, dset.pair_idx), 'n_images': len(dset.pair_idx), 'n_pairs': len(dset.pairs),
             'n_eval_pairs': len(eval_pairs), 'curve': {'seen': [float(x) for x in st.curve.seen], 'unseen': [float(x) for x in st.curve.unseen]}}
 

@@ -3,6 +3,7 @@ anything is written; a bug keeps its traceback. And czsl-fit without --backbone 
 import json, os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
+import torch
 from czsl_workbench.core import ExpectedError, TRACEBACK_ENV
 from czsl_workbench.synthetic import synth_cli, world_path
 from czsl_workbench.methods.pretrain import pretrain_cli, pretrained_run
@@ -11,6 +12,9 @@ from czsl_workbench.results import results_cli
 from czsl_workbench.docs import docs_cli
 from czsl_workbench.backbones import BackboneError, OfflineWeightsError
 from czsl_workbench.runs import RunDirError
+from czsl_workbench.data import make_czsl_fixture, parse_split
+from czsl_workbench.feasibility import (FeasibilityError, FEASIBILITY_FILE, feasibility_scores, embed_names,
+                                        read_word_vectors, dataset_feasibility, load_feasibility)
 import czsl_workbench.methods as methods
 import czsl_workbench.methods.pretrain as pretrain
 
@@ -39,6 +43,7 @@ def test_the_workbench_errors_are_expected_errors():
     for cls in (BackboneError, OfflineWeightsError):
         assert issubclass(cls, ExpectedError) and issubclass(cls, RuntimeError)
     assert issubclass(RunDirError, ExpectedError) and issubclass(RunDirError, ValueError)
+    assert issubclass(FeasibilityError, ExpectedError) and issubclass(FeasibilityError, ValueError)
 
 def test_czsl_data(capsys, tmp_path):
     synth = lambda *argv: error(capsys, synth_cli, 'czsl-data', 'synth', *argv)
@@ -103,6 +108,94 @@ def test_czsl_fit(capsys, tmp_path, world):
     assert f'{tmp_path} is not a generated world' in msg and 'pass --backbone' in msg and 'local-dir:FOLDER' in msg
     assert not run.exists()
 
+ZAPPOS_TRAIN = [('Leather', 'Boots.Ankle'), ('Faux.Fur', 'Sandals'), ('Synthetic', 'Boots.Ankle'),
+                ('Full.grain.leather', 'Shoes.Heels')]
+VECTORS = ('leather 1 0 0\nfaux 0 1 0\nfur 0 0 1\nfull 1 1 0\ngrain 0 2 2\nsynthetic 0 1 1\nboots 1 0 1\n'
+           'ankle 3 0 1\nsandals 0 0 2\nshoes 1 1 1\nheels -1 2 0\nzebra 9 9 9\n')
+
+@pytest.fixture
+def zappos(tmp_path):
+    "A czsl-layout folder with UT-Zappos-style names, and a word-vector file in GloVe's format that covers them."
+    root = make_czsl_fixture(tmp_path/'zappos', ZAPPOS_TRAIN, [('Leather', 'Sandals')],
+                             [('Synthetic', 'Shoes.Heels'), ('Faux.Fur', 'Boots.Ankle')], n_per_pair=1, image_size=4)
+    (tmp_path/'glove.txt').write_text(VECTORS)
+    return root, tmp_path/'glove.txt'
+
+def test_czsl_feasibility_writes_the_scores_of_the_word_vectors(capsys, zappos):
+    root, glove = zappos
+    out = root/FEASIBILITY_FILE
+    assert methods.feasibility_cli(['--data', str(root), '--out', str(out), '--embeddings', str(glove)]) is None
+    v = parse_split(root)
+    vecs = read_word_vectors(glove)
+    expected = feasibility_scores(v.attrs, v.objs, v.train_pairs, embed_names(v.attrs, vecs), embed_names(v.objs, vecs))
+    scores = load_feasibility(out, n_pairs=12)
+    assert torch.equal(scores, expected) and torch.equal(scores, dataset_feasibility(root, embeddings=glove))
+    unseen = expected[expected != 0]                      # no unseen pair scores exactly 0 here
+    assert len(unseen) == 8 and (scores == 0).sum() == 4
+    assert capsys.readouterr().out == (f'{out}: 12 pairs (4 attributes x 3 objects), 8 unseen scored '
+                                       f'{unseen.min():.4f} to {unseen.max():.4f}, names embedded by {glove}\n')
+    assert sorted(q.name for q in root.iterdir()) == ['compositional-split-natural', 'feasibility.pt', 'images',
+                                                      'metadata_compositional-split-natural.t7']
+
+def test_czsl_feasibility_with_a_backbone(capsys, tmp_path, zappos, world, monkeypatch):
+    "--backbone embeds the names with its text tower; without one a world's own small CLIP does (the shipped one here)."
+    root, _ = zappos
+    assert methods.feasibility_cli(['--data', str(root), '--out', str(tmp_path/'micro.pt'), '--backbone',
+                                    'czsl-vit-micro']) is None
+    assert capsys.readouterr().out.endswith(', names embedded by czsl-vit-micro@random\n')
+    assert (load_feasibility(tmp_path/'micro.pt', n_pairs=12) == 0).sum() == 4             # the 4 training pairs
+    shipped = lambda *a, **k: ('czsl-vit-tiny', 'world-default')
+    for m in (pretrain, methods): monkeypatch.setattr(m, 'shipped_tag', shipped)
+    assert methods.feasibility_cli(['--data', str(world), '--out', str(tmp_path/'world.pt')]) is None
+    line = capsys.readouterr().out
+    assert line.startswith(f'{tmp_path/"world.pt"}: 180 pairs (15 attributes x 12 objects), 104 unseen scored '), line
+    assert line.endswith(', names embedded by czsl-vit-tiny@world-default-119327a06f26f484\n'), line
+    scores = load_feasibility(tmp_path/'world.pt', n_pairs=180)
+    bb = methods.create_backbone('czsl-vit-tiny', 'world-default', device='cpu')
+    assert torch.allclose(scores, dataset_feasibility(world, bb=bb), atol=1e-6)
+
+def test_czsl_feasibility(capsys, tmp_path, zappos, world):
+    root, glove = zappos
+    out = tmp_path/'out'/'feasibility.pt'
+    feas = lambda *argv: error(capsys, methods.feasibility_cli, 'czsl-feasibility', *argv)
+    assert feas('--data', tmp_path/'nope', '--out', out, '--embeddings', glove) == \
+        f'--data not found: {tmp_path/"nope"}'
+    assert feas('--data', tmp_path, '--out', out, '--embeddings', glove).startswith(
+        f'split folder not found: {tmp_path/"compositional-split-natural"}')
+    (root/'compositional-split-natural'/'val_pairs.txt').rename(tmp_path/'val_pairs.txt')
+    assert feas('--data', root, '--out', out, '--embeddings', glove) == \
+        f'pairs file not found: {root/"compositional-split-natural"/"val_pairs.txt"}'
+    (tmp_path/'val_pairs.txt').rename(root/'compositional-split-natural'/'val_pairs.txt')
+    (tmp_path/'short.txt').write_text('leather 1 0 0\nfur 0 0 1\nboots 1 0 1\n')
+    assert feas('--data', root, '--out', out, '--embeddings', tmp_path/'short.txt') == (
+        f'{tmp_path/"short.txt"}: 8 word(s) missing from the word vectors: '
+        'ankle, faux, full, grain, heels, sandals, shoes, synthetic')
+    (tmp_path/'bad.txt').write_text('leather 1 0 0\nfaux 0 one 0\n')
+    assert feas('--data', root, '--out', out, '--embeddings', tmp_path/'bad.txt').startswith(
+        f"{tmp_path/'bad.txt'}:2: the vector of 'faux'")
+    assert feas('--data', root, '--out', out, '--embeddings', tmp_path/'glove.6B.300d.txt') == \
+        f'word-vector file not found: {tmp_path/"glove.6B.300d.txt"}'
+    assert feas('--data', root, '--out', out, '--embeddings', glove, '--backbone', 'czsl-vit-micro') == \
+        '--embeddings and --backbone are two ways to embed the names: give one'
+    assert feas('--data', root, '--out', out, '--pretrained', 'w.pt') == \
+        '--pretrained w.pt needs --backbone, the open_clip name of the weights'
+    assert feas('--data', root, '--out', out, '--backbone', 'ViT-B-23').startswith(
+        '--backbone ViT-B-23 is not an open_clip model')
+    assert feas('--data', root, '--out', out).startswith(f'{root} is not a generated world to take a backbone from: '
+                                                         'pass --embeddings VECTORS.txt')
+    assert 'required: --out' in feas('--data', root)
+    assert not (tmp_path/'out').exists()
+    (tmp_path/'file').write_text('precious')
+    assert feas('--data', root, '--out', tmp_path/'file'/'f.pt', '--embeddings', glove) == \
+        f'cannot write --out {tmp_path/"file"/"f.pt"}: {tmp_path/"file"} is a file, not a folder'
+    assert feas('--data', root, '--out', tmp_path, '--embeddings', glove).startswith(f'--out {tmp_path} is a folder')
+    long = tmp_path/('f' * 250)                               # a legal name, but the temp file's beside it is not
+    assert feas('--data', root, '--out', long, '--embeddings', glove).startswith(
+        f'cannot write --out {long}: File name too long: {tmp_path}/.{long.name}.')
+    assert feas('--data', root, '--out', tmp_path/('f' * 300), '--embeddings', glove).startswith(
+        f'cannot write --out {tmp_path/("f" * 300)}: File name too long')
+    assert (tmp_path/'file').read_text() == 'precious' and not list(tmp_path.rglob('*.tmp'))
+
 def test_a_bug_keeps_its_traceback_and_CZSL_TRACEBACK_shows_one_for_an_expected_error(tmp_path, world, monkeypatch):
     def boom(*a, **k): raise ZeroDivisionError('a bug in the loop')
     monkeypatch.setattr(methods, 'fit_method', boom)
@@ -122,8 +215,11 @@ def command(name, module, function):
                                                                  '--backbone', 'czsl-vit-micro'],
      'czsl-fit: error: --data not found: /nonexistent'),
     (command('czsl-data', 'czsl_workbench.synthetic', 'synth_cli') + ['synth', '--out', '{out}', '--seed', 'x'],
-     "czsl-data: error: argument --seed: invalid int value: 'x' (see czsl-data synth --help)")],
-    ids=['czsl-fit', 'czsl-data'])
+     "czsl-data: error: argument --seed: invalid int value: 'x' (see czsl-data synth --help)"),
+    (command('czsl-feasibility', 'czsl_workbench.methods', 'feasibility_cli') + ['--data', '/nonexistent',
+                                                                                   '--out', '{out}'],
+     'czsl-feasibility: error: --data not found: /nonexistent')],
+    ids=['czsl-fit', 'czsl-data', 'czsl-feasibility'])
 def test_end_to_end_one_line_on_stderr(tmp_path, args, expected):
     out = tmp_path/'out'
     r = subprocess.run([a.format(out=out) for a in args], capture_output=True, text=True, timeout=300,

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1]/'czsl_workbench'
-FOUNDATION = {'core', 'data', 'synthetic', 'backbones', 'runs', 'train', 'metrics', 'fit', 'scenes', 'concepts'}
+FOUNDATION = {'core', 'data', 'synthetic', 'backbones', 'runs', 'train', 'metrics', 'feasibility', 'fit', 'scenes',
+              'concepts'}
 LAB = {'dashboard', 'experiments', 'results', 'docs', 'demo'}
 IGNORED = {'_modidx', ''}                                    # nbdev's index and the package's own __init__ (the version)
 

@@ -18,9 +18,9 @@ from .prototypes import PrototypeBank, kmeans, SOLVERS
 from .losses import pcl_loss, pdl_loss, total_loss
 
 # %% auto #0
-__all__ = ['LOSS_PRESETS', 'INFERENCE', 'SPACES', 'VISUALS', 'loss_preset', 'ClusProConfig', 'Disentangler', 'ClusPro',
-           'assign_prototypes', 'nearest_prototypes', 'cluspro_loss', 'PrototypeSnapshotCB', 'prototype_quality',
-           'ClusProMethod']
+__all__ = ['LOSS_PRESETS', 'INFERENCE', 'SPACES', 'VISUALS', 'loss_preset', 'ClusProConfig', 'Disentangler', 'fuse_paths',
+           'three_path_ce', 'ClusPro', 'assign_prototypes', 'nearest_prototypes', 'cluspro_loss', 'PrototypeSnapshotCB',
+           'prototype_quality', 'ClusProMethod']
 
 # %% ../../nbs/14_cluspro.ipynb #447259f0
 LOSS_PRESETS = {'paper': dict(tau=0.1, alpha=0.2, beta=0.5, wd=5e-5),             # ClusPro §4.2 (arXiv:2502.06501)
@@ -83,6 +83,16 @@ class Disentangler(nn.Sequential):
     "ClusPro's visual disentangling head: Linear, BatchNorm, ReLU, Dropout."
     def __init__(self, dim, p=0.5): super().__init__(nn.Linear(dim, dim), nn.BatchNorm1d(dim), nn.ReLU(), nn.Dropout(p))
 
+def fuse_paths(L, pair_ao, inference='released-code'):
+    "Three-path score [N, P]: the pair logit (its softmax: 'paper') + p(a|x) p(o|x) per pair (Troika's `logit_infer`)."
+    prim = L['attr'].softmax(-1)[:, pair_ao[:, 0]] * L['obj'].softmax(-1)[:, pair_ao[:, 1]]   # [N, P]
+    return (L['pair'] if inference == 'released-code' else L['pair'].softmax(-1)) + prim
+
+def three_path_ce(preds, attr, obj, pair) -> dict:
+    "The cross-entropies of the pair (over the train pairs), attribute and object paths."
+    return {'ce_pair': F.cross_entropy(preds['pair'], pair), 'ce_attr': F.cross_entropy(preds['attr'], attr),
+            'ce_obj': F.cross_entropy(preds['obj'], obj)}
+
 # %% ../../nbs/14_cluspro.ipynb #880d3833
 class ClusPro(CompositionalCLIP):
     "Three-branch CLIP (pair, attribute, object) with K momentum prototypes per primitive and the PCL / PDL losses."
@@ -118,10 +128,7 @@ class ClusPro(CompositionalCLIP):
 
     def branch_logits(self, img, txt): return {b: self.logit_scale * img[b] @ txt[b].T for b in self.branches}
 
-    def pair_scores(self, img, txt, pair_ao):
-        L = self.branch_logits(img, txt)                                                        # [N, P], [N, A], [N, O]
-        prim = L['attr'].softmax(-1)[:, pair_ao[:, 0]] * L['obj'].softmax(-1)[:, pair_ao[:, 1]]   # [N, P]
-        return (L['pair'] if self.inference == 'released-code' else L['pair'].softmax(-1)) + prim
+    def pair_scores(self, img, txt, pair_ao): return fuse_paths(self.branch_logits(img, txt), pair_ao, self.inference)
 
     def forward(self, feats):
         img = self.embed_images(self.image_input(feats))                # images go through the tower when it has one
@@ -140,8 +147,7 @@ def nearest_prototypes(bank, g, labels):
 def cluspro_loss(model: ClusPro, preds, attr, obj, pair):
     "Weighted CE of the three branches + alpha * PCL + beta * PDL; updates the prototypes in training mode."
     wc, wa, wo = model.ce_weights
-    parts = {'ce_pair': F.cross_entropy(preds['pair'], pair), 'ce_attr': F.cross_entropy(preds['attr'], attr),
-             'ce_obj': F.cross_entropy(preds['obj'], obj)}
+    parts = three_path_ce(preds, attr, obj, pair)
     weights = {'ce_pair': wc, 'ce_attr': wa, 'ce_obj': wo, 'pcl': model.alpha, 'pdl': model.beta}
     if model.uses_prototypes:
         g_a, g_o = model.proto_embeddings(preds['img'])                                          # [B, D]

@@ -96,8 +96,8 @@ class TowerAdapters(nn.Module):
         n = 2 * len(t.resblocks)
         self.adapters = nn.ModuleList(TowerAdapter(t.width, hidden, dropout, scale) for _ in range(n))
 
-    def forward(self, images):
-        "The adapted tower's image embedding [B, E] of `images` [B, 3, H, W] (pooled, projected; not normalised)."
+    def forward(self, images, tokens=False):
+        "The adapted tower's embedding [B, E] of `images` [B, 3, H, W]; with `tokens`, also every token [B, 1+T, E]."
         v = self.visual; t = v.transformer; L = len(t.resblocks)
         x = v._embeds(images)
         if not t.batch_first: x = x.transpose(0, 1)
@@ -105,8 +105,18 @@ class TowerAdapters(nn.Module):
             x = x + blk.ls_1(blk.attention(q_x=blk.ln_1(x))) + self.adapters[i](x)
             x = x + blk.ls_2(blk.mlp(blk.ln_2(x))) + self.adapters[i + L](x)
         if not t.batch_first: x = x.transpose(0, 1)
-        pooled, _ = v._pool(x)
-        return pooled @ v.proj if v.proj is not None else pooled
+        pooled, toks = v._pool(x)
+        if tokens: return self._project(pooled), self._project(torch.cat([pooled[:, None], self._token_check(toks)], 1))
+        return self._project(pooled)
+
+    def _project(self, x): return x @ self.visual.proj if self.visual.proj is not None else x
+    def _token_check(self, toks):
+        "The patch tokens, when this tower's pooled feature is its class token after `ln_post` (as Troika reads them)."
+        v = self.visual
+        if getattr(v, 'pool_type', None) != 'tok' or v.attn_pool is not None or getattr(v, 'final_ln_after_pool', False):
+            raise TypeError("the tower's tokens are read as Troika reads them (ln_post on every token, the class token "
+                            f"pooled); this tower pools with {getattr(v, 'pool_type', None)!r} and cannot")
+        return toks
 
     @property
     def image_size(self) -> int:
@@ -166,11 +176,12 @@ class CompositionalCLIP(nn.Module):
 
     @torch.no_grad()
     def scores(self, feats, pairs, batch_size=8192):
-        "Inference scores [N, P] of image features `feats` [N, D] against `pairs` (text encoded once)."
-        was = self.training; self.eval()
-        ao = self.pair_index(pairs).to(feats.device); txt = self.text_features(ao)
-        out = torch.cat([self.pair_scores(self.embed_images(f), txt, ao).float() for f in feats.split(batch_size)])
-        self.train(was); return out
+        "Inference scores [N, P] against `pairs` of features `feats` [N, D] or of an iterable of input batches (text once)."
+        was = self.training; self.eval(); dev = self.train_ao.device
+        ao = self.pair_index(pairs).to(dev); txt = self.text_features(ao)
+        batches = feats.split(batch_size) if torch.is_tensor(feats) else feats      # feature blocks, or image batches
+        out = [self.pair_scores(self.embed_images(self.image_input(x.to(dev))), txt, ao).float() for x in batches]
+        self.train(was); return torch.cat(out) if out else torch.zeros(0, len(ao), device=dev)
 
 # %% ../../nbs/11_czsl.ipynb #363386c9
 class ClipZeroShot(CompositionalCLIP):
