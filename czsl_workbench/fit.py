@@ -27,7 +27,8 @@ __all__ = ['FAMILIES', 'METHODS', 'PRELOAD_LIMIT', 'TrainConfig', 'make_config',
            'check_limits', 'check_type', 'parse_option', 'register', 'get_method', 'method_config', 'Family',
            'register_family', 'FeatureSplit', 'czsl_features', 'open_world_feasibility', 'load_splits', 'ImageTrainSet',
            'tower_batches', 'tower_features', 'model_device', 'split_scores', 'evaluate_split', 'calibrated_open_world',
-           'CZSLConfig', 'CZSLFamily', 'BackboneConfig', 'BackboneFamily', 'fit_method', 'complete_metrics']
+           'CZSLConfig', 'CZSLFamily', 'BackboneConfig', 'BackboneFamily', 'fit_method', 'load_run_model',
+           'complete_metrics']
 
 # %% ../nbs/07_fit.ipynb #495caee7
 @dataclass
@@ -304,7 +305,7 @@ def split_scores(model, split: FeatureSplit) -> torch.Tensor:
     was = model.training; model.eval(); dev = model_device(model)
     with torch.no_grad():
         if getattr(model, 'tower', None) is None: x = split.feats.to(dev)
-        elif getattr(model, 'reads_images', False): x = tower_batches(model.tower, split)   # it reads more than the pool
+        elif getattr(model, 'reads_images', False): x = tower_batches(model.tower, split)   # more than the pool
         else: x = tower_features(model, split)
         S = model.scores(x, split.dset.pairs).cpu()                                                   # [N, P]
     model.train(was); return S
@@ -443,18 +444,24 @@ def fit_method(method, bb, root, run_dir, seed=0, data=None, cache=None, progres
     return metrics
 
 # %% ../nbs/07_fit.ipynb #f5c5b969
-def complete_metrics(run_dir, bb, data, device='cpu') -> dict:
-    "The metrics of finished run `run_dir` with the entries today's report adds, computed from its selected checkpoint."
+def load_run_model(run_dir, bb, data, device='cpu') -> nn.Module:
+    "The model of finished run `run_dir`, rebuilt from its parameters on `bb` and `data`, with its selected checkpoint."
     run = RunDir(run_dir); params = run.read_parameters()
-    if not run.metrics_path.is_file(): raise ExpectedError(f'{run.path} has not finished: no metrics to complete')
+    if not run.metrics_path.is_file(): raise ExpectedError(f'{run.path} has not finished: no model to load')
     if params.get('backbone_sha256') != getattr(bb, 'sha256', None):
         raise ExpectedError(f"{run.path} was trained on backbone {params.get('backbone')} (sha256 "
-                            f"{params.get('backbone_sha256')}), not on {bb.ident} (sha256 {getattr(bb, 'sha256', None)})")
-    m = get_method(params['method']); fam, metrics = FAMILIES[m.family], run.read_metrics()
+                            f"{params.get('backbone_sha256')}), not on {bb.ident} "
+                            f"(sha256 {getattr(bb, 'sha256', None)})")
+    m = get_method(params['method'])
     cfg = m.config(**{f.name: params[f.name] for f in fields(m.Config) if f.name in params})
     set_seed(params['seed']); model = m.build(bb, data, cfg).to(device)
     if run.checkpoint_path('best').is_file(): model.load_state_dict(run.load_checkpoint('best')['model'])
-    model.eval(); new = fam.report(model, data)
+    return model.eval()
+
+def complete_metrics(run_dir, bb, data, device='cpu') -> dict:
+    "The metrics of finished run `run_dir` with the entries today's report adds, computed from its selected checkpoint."
+    model, run = load_run_model(run_dir, bb, data, device), RunDir(run_dir)
+    metrics = run.read_metrics(); new = FAMILIES[get_method(metrics['method']).family].report(model, data)
     for k in sorted(set(new) & set(metrics)):
         a, b = (x.get('AUC') if isinstance(x, dict) else None for x in (new[k], metrics[k]))
         if a is not None and b is not None and abs(a - b) > 1e-6:

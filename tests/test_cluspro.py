@@ -21,11 +21,16 @@ def test_experiment_notebook_runs_on_a_czsl_dataset_by_parameters(mit_like, tmp_
     "The MIT-States path (dataset root + open_clip name) on a fixture with the micro backbone: tables, no mode scores."
     pm.execute_notebook(str(EXP/'01_cluspro.ipynb'), str(tmp_path/'out.ipynb'), progress_bar=False,
                         parameters=dict(dataset=str(mit_like), backbone='czsl-vit-micro', seeds=[0, 1], epochs=2, batch_size=8,
-                                        methods=['CLIP zero-shot', 'CSP', 'ClusPro', 'ClusPro w/o proto. losses'],
+                                        methods=['CLIP zero-shot', 'CSP', 'Troika', 'ClusPro', 'ClusPro w/o proto. losses'],
                                         progress=False, out_dir=str(tmp_path)))
     m = json.loads((tmp_path/'metrics.json').read_text())
     cw = m['tables']['closed world']
-    assert m['rows'] == ['CLIP zero-shot', 'CSP', 'ClusPro', 'ClusPro w/o proto. losses'] and set(cw) == set(m['rows'])
+    assert m['rows'] == ['CLIP zero-shot', 'CSP', 'Troika', 'ClusPro', 'ClusPro w/o proto. losses'] and set(cw) == set(m['rows'])
+    assert list(m['tables']) == ['closed world', 'open world', 'open world, calibrated']
+    assert {'closed world: ClusPro - Troika', 'open world, calibrated: Troika - CSP'} <= set(m['comparisons'])
+    assert m['traction']['images'] == 18 and 0 < m['traction']['movement_mean'] < 1      # the fixture's 18 test images
+    cal = json.loads((tmp_path/'runs'/'troika'/'seed0'/'metrics.json').read_text())['test_ow_calibrated']
+    assert cal['n_pairs'] == 12 and 'threshold' in cal and cal['feasibility'].startswith('czsl-vit-micro')
     assert all(0 <= cw[r][k] <= 1 for r in cw for k in ('S', 'U', 'HM', 'AUC', 'attr', 'obj'))
     assert cw['CLIP zero-shot']['AUC_std'] == 0.0                      # zero-shot does not depend on the seed
     assert m['prototype_quality'] == {} and 'prototype NMI' not in json.dumps(m['expectations'])

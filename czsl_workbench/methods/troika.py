@@ -35,7 +35,8 @@ class TroikaConfig(CZSLConfig):
     limits = dict(tower_dim='>=1', tower_dropout='[0,1)', attr_dropout='[0,1)', head_dropout='[0,1)',
                   cmt_layers='>=0', cmt_dropout='[0,1)', pair_block='>=1')
     def __post_init__(self):
-        if self.inference not in INFERENCE: raise ValueError(f'inference must be one of {INFERENCE}, got {self.inference!r}')
+        if self.inference not in INFERENCE:
+            raise ValueError(f'inference must be one of {INFERENCE}, got {self.inference!r}')
         self.ce_weights = list(self.ce_weights)
 
 # %% ../../nbs/15_troika.ipynb #5b05d8a8
@@ -69,7 +70,8 @@ class CrossModalTraction(nn.Module):
     "t' = normalise(t + lamda * CMT(t, LN(tokens))): each label's text feature moved toward one image, per image."
     def __init__(self, dim, layers=3, dropout=0.1, init_lamda=0.1, heads=None):
         super().__init__()
-        self.layers = nn.ModuleList(CrossAttentionLayer(dim, heads or max(1, dim // 64), dropout) for _ in range(layers))
+        heads = heads or max(1, dim // 64)
+        self.layers = nn.ModuleList(CrossAttentionLayer(dim, heads, dropout) for _ in range(layers))
         self.lamda = nn.Parameter(torch.full((dim,), float(init_lamda)))
         self.patch_norm = nn.LayerNorm(dim)
 
