@@ -22,7 +22,8 @@ def test_demo_cli_tour(tmp_path):
     # each method's experiment ran the tour's rows with one seed, through the experiment runner
     cp = json.loads((out/'cluspro'/'metrics.json').read_text())
     assert cp['rows'] == ['CLIP zero-shot', 'CSP', 'ClusPro', 'ClusPro (frozen)']
-    assert set(cp['tables']) == {'closed world', 'open world'} and all(v['n'] == 1 for v in cp['tables']['closed world'].values())
+    assert set(cp['tables']) == {'closed world', 'open world', 'open world, calibrated'}
+    assert all(v['n'] == 1 for v in cp['tables']['closed world'].values())
     assert (out/'cluspro'/'runs'/'cluspro'/'seed0'/'history.jsonl').is_file() and not (out/'cluspro'/'runs'/'csp'/'seed1').exists()
     c2 = json.loads((out/'c2lip'/'metrics.json').read_text())
     assert set(c2['table']) == {'pretrained', 'standard', 'C2LIP'} and c2['table']['C2LIP']['zs AUC']['n'] == 1 and c2['heads'] == {}
