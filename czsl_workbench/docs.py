@@ -30,7 +30,7 @@ NAV_GROUPS = (BOOK, ('Experiments',), ('Records',), ('Benchmarks',), ('Runs',)) 
 
 def book_part(name) -> str:
     "The part of the book chapter file `name` belongs to (the introduction opens it; an unnumbered chapter closes it)."
-    m = re.match(r'(\d+)_', name)
+    m = re.match(r'(\d+)[a-z]?_', name)                      # '06a_...': a chapter inserted after 06
     if not m: return BOOK[0] if name == 'index.ipynb' else BOOK[-1]
     return [p for p, lo in BOOK_PARTS if int(m[1]) >= lo][-1]
 
