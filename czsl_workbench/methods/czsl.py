@@ -113,8 +113,8 @@ class TowerAdapters(nn.Module):
     def _token_check(self, toks):
         "The patch tokens, when this tower's pooled feature is its class token after `ln_post` (as Troika reads them)."
         v = self.visual
-        pooled_after_ln = getattr(v, 'final_ln_after_pool', False) or v.attn_pool is not None
-        if getattr(v, 'pool_type', None) != 'tok' or pooled_after_ln:
+        other_pool = getattr(v, 'final_ln_after_pool', False) or v.attn_pool is not None
+        if getattr(v, 'pool_type', None) != 'tok' or other_pool:
             raise TypeError("the tower's tokens are read as Troika reads them (ln_post on every token, the class token "
                             f"pooled); this tower pools with {getattr(v, 'pool_type', None)!r} and cannot")
         return toks
@@ -177,7 +177,7 @@ class CompositionalCLIP(nn.Module):
 
     @torch.no_grad()
     def scores(self, feats, pairs, batch_size=8192):
-        "Scores [N, P] against `pairs` of features `feats` [N, D] or of an iterable of input batches (text encoded once)."
+        "Scores [N, P] against `pairs` of features `feats` [N, D] or of an iterable of input batches (text once)."
         was = self.training; self.eval(); dev = self.train_ao.device
         ao = self.pair_index(pairs).to(dev); txt = self.text_features(ao)
         batches = feats.split(batch_size) if torch.is_tensor(feats) else feats      # feature blocks, or image batches

@@ -12,9 +12,10 @@ from ..fit import Method, CZSLConfig
 from .czsl import CompositionalCLIP
 from .cluspro import Disentangler, INFERENCE, fuse_paths, three_path_ce
 from .losses import total_loss
+from open_clip.transformer import QuickGELU          # x * sigmoid(1.702 x): OpenAI CLIP's, and the traction MLP's
 
 # %% auto #0
-__all__ = ['TroikaConfig', 'QuickGELU', 'CrossAttentionLayer', 'CrossModalTraction', 'Troika', 'TroikaMethod', 'traction_view']
+__all__ = ['TroikaConfig', 'CrossAttentionLayer', 'CrossModalTraction', 'Troika', 'TroikaMethod', 'traction_view']
 
 # %% ../../nbs/15_troika.ipynb #3641db90
 @dataclass
@@ -40,10 +41,6 @@ class TroikaConfig(CZSLConfig):
         self.ce_weights = list(self.ce_weights)
 
 # %% ../../nbs/15_troika.ipynb #5b05d8a8
-class QuickGELU(nn.Module):
-    "x * sigmoid(1.702 x), the activation of OpenAI's CLIP and of Troika's traction MLP."
-    def forward(self, x): return x * torch.sigmoid(1.702 * x)
-
 class CrossAttentionLayer(nn.Module):
     "q + MHA(q, kv, kv), then + MLP(LN(q)): Troika's traction layer (queries the labels, keys and values the image)."
     def __init__(self, dim, heads, dropout=0.1):
